@@ -1,0 +1,313 @@
+//! `voronka bench …`: measurements of a real `voronka serve` process over loopback.
+//! The load generator runs on one thread so that the server keeps the other core.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use voronka_domain::SystemClock;
+use voronka_store::{CountOf, Store, StoreConfig};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Durable lead intake over HTTP (POST /api/v1/leads), and GET /healthz as the ceiling.
+    Intake(IntakeArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Which {
+    Sqlite,
+    Postgres,
+    Both,
+}
+
+#[derive(Args, Clone)]
+pub struct IntakeArgs {
+    /// Backends to measure; each gets a fresh database that is removed afterwards.
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    /// PostgreSQL server to create the benchmark database on.
+    #[arg(long, env = "VORONKA_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds of measured load per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds of unmeasured warm-up before each scenario.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Intake(a) => intake(a).await,
+    }
+}
+
+struct Stats {
+    ok: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl Stats {
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+    fn line(&self, what: &str) -> String {
+        format!(
+            "{what:<28} {:>9.0} req/s   p50 {:>6.2} ms   p95 {:>6.2} ms   p99 {:>6.2} ms   ({} ok, {} errors in {:.1} s)",
+            self.ok as f64 / self.secs,
+            self.pct(0.50),
+            self.pct(0.95),
+            self.pct(0.99),
+            self.ok,
+            self.errors,
+            self.secs
+        )
+    }
+}
+
+/// A database for one benchmark run, removed on `cleanup`.
+struct BenchDb {
+    url: String,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    File(std::path::PathBuf),
+    PgDatabase { admin_url: String, name: String },
+}
+
+impl BenchDb {
+    async fn create(which: Which, pg_url: &str) -> Result<BenchDb> {
+        let tag = format!("{}_{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+        match which {
+            Which::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("voronka_bench_{tag}"));
+                std::fs::create_dir_all(&dir)?;
+                let path = dir.join("bench.db");
+                Ok(BenchDb { url: format!("sqlite://{}", path.display()), cleanup: Cleanup::File(dir) })
+            }
+            _ => {
+                let name = format!("voronka_bench_{tag}");
+                let url = voronka_store::provision::create_pg_database(pg_url, &name).await?;
+                Ok(BenchDb { url, cleanup: Cleanup::PgDatabase { admin_url: pg_url.to_string(), name } })
+            }
+        }
+    }
+
+    async fn remove(self) {
+        match self.cleanup {
+            Cleanup::File(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Cleanup::PgDatabase { admin_url, name } => {
+                if let Err(e) = voronka_store::provision::drop_pg_database(&admin_url, &name).await {
+                    eprintln!("warning: could not drop {name}: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// A `voronka serve` child process on a free loopback port.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn start(url: &str, extra: &[&str]) -> Result<Server> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .args(extra)
+            .env("VORONKA_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+            .await
+            .context("the server did not start within 60 s")??
+            .context("the server exited before listening")?;
+        let addr = line.strip_prefix("listening on http://").context("unexpected first line")?.parse()?;
+        Ok(Server { child, addr })
+    }
+
+    /// Peak resident memory of the server process so far, in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let pid = self.child.id()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        if let Some(pid) = self.child.id() {
+            // SIGTERM: a graceful stop, in-flight requests finish.
+            let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        Ok(())
+    }
+}
+
+type MakeReq = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
+
+/// Runs `connections` keep-alive clients against `addr` for `secs` seconds on one thread.
+fn load(addr: SocketAddr, connections: usize, secs: f64, make: MakeReq, ok_status: &'static [u16]) -> Result<Stats> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let counter = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let (make, counter) = (make.clone(), counter.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(1 << 16);
+                let (mut ok, mut errors) = (0u64, 0u64);
+                let stream = TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+                tokio::spawn(conn);
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let req = make(n);
+                    let t = Instant::now();
+                    sender.ready().await?;
+                    let resp = sender.send_request(req).await?;
+                    let status = resp.status().as_u16();
+                    resp.into_body().collect().await?;
+                    if ok_status.contains(&status) {
+                        ok += 1;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                anyhow::Ok((ok, errors, lat))
+            }));
+        }
+        let mut stats = Stats { ok: 0, errors: 0, secs: 0.0, lat_us: Vec::new() };
+        for t in tasks {
+            let (ok, errors, lat) = t.await??;
+            stats.ok += ok;
+            stats.errors += errors;
+            stats.lat_us.extend(lat);
+        }
+        stats.secs = start.elapsed().as_secs_f64();
+        stats.lat_us.sort_unstable();
+        Ok(stats)
+    })
+}
+
+fn lead_body(n: u64, salt: u64) -> Bytes {
+    // Valid Russian mobile numbers, one per request: +79XXXXXXXXX.
+    let phone = 9_000_000_000u64 + (salt * 7_919 + n) % 999_999_999;
+    Bytes::from(format!(
+        r#"{{"name":"Нагрузка {n}","phone":"+7{phone}","email":"bench{n}.{salt}@example.ru","company":"ООО Тест","channel":"web_form","campaign":"bench","utm":{{"source":"yandex","medium":"cpc","campaign":"bench"}},"message":"Хочу узнать цену"}}"#
+    ))
+}
+
+async fn intake(a: IntakeArgs) -> Result<()> {
+    let backends: Vec<Which> = match a.backend {
+        Which::Both => vec![Which::Sqlite, Which::Postgres],
+        w => vec![w],
+    };
+    println!(
+        "voronka bench intake: {} connections, {} s per scenario (+{} s warm-up), {} cores",
+        a.connections,
+        a.duration,
+        a.warmup,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    for which in backends {
+        let db = BenchDb::create(which, &a.pg_url).await?;
+        let r = intake_one(&a, which, &db.url).await;
+        db.remove().await;
+        r?;
+    }
+    Ok(())
+}
+
+async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
+    let name = if which == Which::Sqlite { "sqlite" } else { "postgres" };
+    let token = {
+        let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
+        let (_, t) = store.create_token("bench", &["leads:write".to_string()]).await?;
+        store.close().await;
+        t
+    };
+    let server = Server::start(url, &[]).await?;
+    let addr = server.addr;
+    let host = addr.to_string();
+
+    let h = host.clone();
+    let health: MakeReq = Arc::new(move |_| {
+        Request::get("/healthz").header("host", h.as_str()).body(Full::new(Bytes::new())).expect("static request")
+    });
+    let auth = format!("Bearer {token}");
+    let salt = (chrono::Utc::now().timestamp_micros() as u64) % 1_000_003;
+    let post: MakeReq = Arc::new(move |n| {
+        Request::post("/api/v1/leads")
+            .header("host", host.as_str())
+            .header("content-type", "application/json")
+            .header("authorization", auth.as_str())
+            .body(Full::new(lead_body(n, salt)))
+            .expect("static request")
+    });
+
+    let (c, d, w) = (a.connections, a.duration as f64, a.warmup as f64);
+    let hs = tokio::task::spawn_blocking({
+        let health = health.clone();
+        move || -> Result<Stats> {
+            load(addr, c, w.min(1.0), health.clone(), &[200])?;
+            load(addr, c, d.min(5.0), health, &[200])
+        }
+    })
+    .await??;
+    println!("[{name}] {}", hs.line("GET /healthz (ceiling)"));
+
+    let is = tokio::task::spawn_blocking(move || -> Result<Stats> {
+        load(addr, c, w, post.clone(), &[200, 201])?;
+        load(addr, c, d, post, &[200, 201])
+    })
+    .await??;
+    println!("[{name}] {}", is.line("POST /api/v1/leads"));
+    let rss = server.peak_rss_mib();
+    server.stop().await?;
+
+    let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
+    let leads = store.count(CountOf::Leads).await?;
+    store.close().await;
+    println!(
+        "[{name}] server peak RSS {}; {} leads in the database after the run",
+        rss.map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into()),
+        leads
+    );
+    if is.errors > 0 {
+        bail!("{} intake requests failed", is.errors);
+    }
+    Ok(())
+}

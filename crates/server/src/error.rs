@@ -1,0 +1,189 @@
+//! One error type for the HTTP layer, rendered in one place as the JSON of API.md:
+//! `{"error":{"code":…,"message":…,"fields":{…}}}`, in the language the client asked for.
+//! 5xx causes are logged and never shown.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use voronka_domain::errors::Text;
+use voronka_domain::{FieldErrors, Lang};
+use voronka_store::{IntakeError, StoreError};
+
+tokio::task_local! {
+    /// The language of the current request (from `Accept-Language`).
+    pub static LANG: Lang;
+}
+
+pub fn current_lang() -> Lang {
+    LANG.try_with(|l| *l).unwrap_or_default()
+}
+
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthorized,
+    Forbidden(&'static str),
+    NotFound,
+    MethodNotAllowed,
+    MalformedJson(String),
+    UnsupportedMediaType(&'static str),
+    PayloadTooLarge,
+    RateLimited { retry_after_secs: u64 },
+    ContactRequired(FieldErrors),
+    InvalidFields(FieldErrors),
+    IdempotencyConflict,
+    Unavailable,
+    Internal(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, text: Text) -> ApiError {
+        let mut f = FieldErrors::new();
+        f.add(field, text);
+        ApiError::InvalidFields(f)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ContactRequired(_) | ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyConflict => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::ContactRequired(_) => "contact_required",
+            ApiError::InvalidFields(_) => "invalid_fields",
+            ApiError::IdempotencyConflict => "idempotency_key_reused",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn message(&self, lang: Lang) -> String {
+        let t = |en: &str, ru: &str| if lang == Lang::Ru { ru.to_string() } else { en.to_string() };
+        match self {
+            ApiError::Unauthorized => t("A valid API token is required: Authorization: Bearer TOKEN", "Нужен действующий API-токен: Authorization: Bearer TOKEN"),
+            ApiError::Forbidden(scope) => match lang {
+                Lang::Ru => format!("У токена нет права {scope}"),
+                Lang::En => format!("The token lacks the scope {scope}"),
+            },
+            ApiError::NotFound => t("Not found", "Не найдено"),
+            ApiError::MethodNotAllowed => t("Method not allowed", "Метод не поддерживается"),
+            ApiError::MalformedJson(detail) => match lang {
+                Lang::Ru => format!("Тело запроса — не корректный JSON: {detail}"),
+                Lang::En => format!("The body is not valid JSON: {detail}"),
+            },
+            ApiError::UnsupportedMediaType(expected) => match lang {
+                Lang::Ru => format!("Неподдерживаемый Content-Type; ожидается {expected}"),
+                Lang::En => format!("Unsupported Content-Type; expected {expected}"),
+            },
+            ApiError::PayloadTooLarge => t("The body is over the size limit", "Тело запроса больше допустимого"),
+            ApiError::RateLimited { .. } => t("Too many requests; retry later", "Слишком много запросов; повторите позже"),
+            ApiError::ContactRequired(_) => t(
+                "A usable phone, e-mail or messenger is required",
+                "Нужен корректный телефон, e-mail или мессенджер",
+            ),
+            ApiError::InvalidFields(_) => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
+            ApiError::IdempotencyConflict => t(
+                "This Idempotency-Key was used with a different body",
+                "Этот Idempotency-Key уже использован с другим телом запроса",
+            ),
+            ApiError::Unavailable => t("The service is temporarily unavailable", "Сервис временно недоступен"),
+            ApiError::Internal(_) => t("Internal error", "Внутренняя ошибка"),
+        }
+    }
+
+    pub fn fields(&self) -> Option<&FieldErrors> {
+        match self {
+            ApiError::ContactRequired(f) | ApiError::InvalidFields(f) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let lang = current_lang();
+        let status = self.status();
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            ApiError::Unavailable => tracing::warn!("answered 503"),
+            _ => {}
+        }
+        let mut err = json!({"code": self.code(), "message": self.message(lang)});
+        if let Some(f) = self.fields() {
+            err["fields"] = json!(f.localized(lang));
+        }
+        let mut resp = (status, axum::Json(json!({ "error": err }))).into_response();
+        match self {
+            ApiError::RateLimited { retry_after_secs } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NotFound => ApiError::NotFound,
+            StoreError::Db(sqlx_err) => ApiError::Internal(anyhow::Error::new(sqlx_err).context("database query failed")),
+            other => ApiError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<IntakeError> for ApiError {
+    fn from(e: IntakeError) -> ApiError {
+        match e {
+            IntakeError::IdempotencyConflict => ApiError::IdempotencyConflict,
+            IntakeError::ShuttingDown => ApiError::Unavailable,
+            IntakeError::Storage(e) => {
+                tracing::error!(error = ?e, "intake failed");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl From<voronka_domain::lead::Rejection> for ApiError {
+    fn from(r: voronka_domain::lead::Rejection) -> ApiError {
+        match r {
+            voronka_domain::lead::Rejection::ContactRequired(f) => ApiError::ContactRequired(f),
+            voronka_domain::lead::Rejection::InvalidFields(f) => ApiError::InvalidFields(f),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(r: axum::extract::rejection::BytesRejection) -> ApiError {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::MalformedJson(r.body_text())
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! The OpenAPI document, generated from the handlers' annotations and the types they use.
+
+use axum::response::IntoResponse;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Voronka API", description = "Lead management: intake, leads, timeline. Errors are JSON: {\"error\":{\"code\",\"message\",\"fields\"}}."),
+    paths(
+        crate::api::leads::create,
+        crate::api::leads::get_one,
+        crate::api::leads::list,
+        crate::api::leads::timeline,
+        crate::ops::healthz,
+        crate::ops::readyz,
+        crate::ops::prometheus,
+    ),
+    components(schemas(
+        crate::api::leads::LeadSubmission,
+        crate::api::leads::ConsentSubmission,
+        voronka_store::Lead,
+        voronka_store::LeadPage,
+        voronka_store::TimelinePage,
+        voronka_store::TimelineItem,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "leads", description = "Lead intake and reading"), (name = "operations", description = "Health and metrics"))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}

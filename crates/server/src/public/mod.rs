@@ -1,0 +1,18 @@
+//! Public endpoints that sites post to without a token.
+
+pub mod forms;
+
+use crate::AppState;
+use axum::Router;
+use axum::http::{Method, header};
+use axum::routing::post;
+use tower_http::cors::{Any, CorsLayer};
+
+pub fn routes() -> Router<AppState> {
+    // A landing page on any domain may post its form here, also with fetch().
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::ACCEPT]);
+    Router::new().route("/f/{form_key}", post(forms::submit).layer(cors))
+}

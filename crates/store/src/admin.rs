@@ -1,0 +1,291 @@
+//! Configuration records: API tokens (kept as SHA-256 hashes, never in plain text), sites,
+//! forms, and what public endpoints keep that is not a lead (spam, anonymous interest).
+
+use crate::db::{with_read, with_write};
+use crate::ts::Ts;
+use crate::{Store, StoreError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// Scopes a token may carry; `admin` implies every other.
+pub const SCOPES: &[&str] = &["leads:read", "leads:write", "events:write", "admin"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: Uuid,
+    pub name: String,
+    pub scopes: Vec<String>,
+}
+
+impl TokenInfo {
+    pub fn allows(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Site {
+    pub id: Uuid,
+    pub site_key: String,
+    pub name: String,
+    pub origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Form {
+    pub id: Uuid,
+    pub form_key: String,
+    pub name: String,
+    pub site_id: Option<Uuid>,
+    pub thank_you_url: Option<String>,
+    pub channel: String,
+    pub campaign: Option<String>,
+    pub honeypot_field: String,
+    pub field_map: Map<String, Value>,
+}
+
+/// What `form create` and the settings page ask for.
+#[derive(Debug, Clone, Default)]
+pub struct FormSpec {
+    pub name: String,
+    pub thank_you_url: Option<String>,
+    pub site_id: Option<Uuid>,
+    pub channel: Option<String>,
+    pub campaign: Option<String>,
+    pub honeypot_field: Option<String>,
+    pub field_map: Map<String, Value>,
+}
+
+/// A random URL-safe key with a readable prefix (`vk_…` tokens, `f_…` forms, `s_…` sites).
+pub fn random_key(prefix: &str, bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(buf.as_mut_slice());
+    format!("{prefix}{}", URL_SAFE_NO_PAD.encode(&buf))
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: Uuid,
+    name: String,
+    scopes: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct SiteRow {
+    id: Uuid,
+    site_key: String,
+    name: String,
+    origins: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct FormRow {
+    id: Uuid,
+    form_key: String,
+    name: String,
+    site_id: Option<Uuid>,
+    thank_you_url: Option<String>,
+    channel: String,
+    campaign: Option<String>,
+    honeypot_field: String,
+    field_map: Value,
+}
+
+impl From<FormRow> for Form {
+    fn from(r: FormRow) -> Form {
+        Form {
+            id: r.id,
+            form_key: r.form_key,
+            name: r.name,
+            site_id: r.site_id,
+            thank_you_url: r.thank_you_url,
+            channel: r.channel,
+            campaign: r.campaign,
+            honeypot_field: r.honeypot_field,
+            field_map: match r.field_map {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            },
+        }
+    }
+}
+
+impl Store {
+    /// Creates an API token and returns it; only its hash is stored.
+    pub async fn create_token(&self, name: &str, scopes: &[String]) -> Result<(Uuid, String), StoreError> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid("the token needs a name".into()));
+        }
+        if let Some(bad) = scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+            return Err(StoreError::Invalid(format!("unknown scope {bad:?}: use {}", SCOPES.join(", "))));
+        }
+        let token = random_key("vk_", 32);
+        let id = Uuid::now_v7();
+        let hash = hash_token(&token);
+        let scopes = if scopes.is_empty() { "leads:read leads:write".to_string() } else { scopes.join(" ") };
+        let now = self.now();
+        with_write!(&self.db, p => {
+            sqlx::query("INSERT INTO api_tokens (id, name, token_hash, scopes, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(id).bind(name.trim()).bind(hash.as_slice()).bind(scopes).bind(now)
+                .execute(p).await?;
+        });
+        Ok((id, token))
+    }
+
+    /// The live token with this hash, if any.
+    pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenInfo>, StoreError> {
+        let row: Option<TokenRow> = with_read!(&self.db, p => {
+            sqlx::query_as("SELECT id, name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+                .bind(hash.as_slice()).fetch_optional(p).await?
+        });
+        Ok(row.map(|r| TokenInfo { id: r.id, name: r.name, scopes: r.scopes.split_whitespace().map(String::from).collect() }))
+    }
+
+    pub async fn revoke_token(&self, id: Uuid) -> Result<(), StoreError> {
+        let now = self.now();
+        let n = with_write!(&self.db, p => {
+            sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now).bind(id).execute(p).await?.rows_affected()
+        });
+        if n == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    pub async fn create_site(&self, name: &str, origins: &[String]) -> Result<Site, StoreError> {
+        if name.trim().is_empty() {
+            return Err(StoreError::Invalid("the site needs a name".into()));
+        }
+        let site = Site { id: Uuid::now_v7(), site_key: random_key("s_", 16), name: name.trim().to_string(), origins: origins.to_vec() };
+        let now = self.now();
+        let origins = Value::from(site.origins.clone());
+        with_write!(&self.db, p => {
+            sqlx::query("INSERT INTO sites (id, site_key, name, origins, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(site.id).bind(&site.site_key).bind(&site.name).bind(&origins).bind(now)
+                .execute(p).await?;
+        });
+        Ok(site)
+    }
+
+    pub async fn site_by_key(&self, key: &str) -> Result<Option<Site>, StoreError> {
+        let row: Option<SiteRow> = with_read!(&self.db, p => {
+            sqlx::query_as("SELECT id, site_key, name, origins FROM sites WHERE site_key = $1").bind(key).fetch_optional(p).await?
+        });
+        Ok(row.map(|r| Site {
+            id: r.id,
+            site_key: r.site_key,
+            name: r.name,
+            origins: r.origins.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default(),
+        }))
+    }
+
+    pub async fn create_form(&self, spec: &FormSpec) -> Result<Form, StoreError> {
+        if spec.name.trim().is_empty() {
+            return Err(StoreError::Invalid("the form needs a name".into()));
+        }
+        if let Some(u) = &spec.thank_you_url {
+            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) || u.len() > 2048 {
+                return Err(StoreError::Invalid("the thank-you URL must start with https://, http:// or /".into()));
+            }
+        }
+        let channel = spec.channel.clone().unwrap_or_else(|| "web_form".into());
+        if !voronka_domain::lead::is_slug(&channel) {
+            return Err(StoreError::Invalid(format!("bad channel code {channel:?}")));
+        }
+        let form = Form {
+            id: Uuid::now_v7(),
+            form_key: random_key("f_", 16),
+            name: spec.name.trim().to_string(),
+            site_id: spec.site_id,
+            thank_you_url: spec.thank_you_url.clone(),
+            channel,
+            campaign: spec.campaign.clone(),
+            honeypot_field: spec.honeypot_field.clone().unwrap_or_else(|| "_hp".into()),
+            field_map: spec.field_map.clone(),
+        };
+        let now = self.now();
+        let map = Value::Object(form.field_map.clone());
+        with_write!(&self.db, p => {
+            sqlx::query(
+                "INSERT INTO forms (id, form_key, name, site_id, thank_you_url, channel, campaign, honeypot_field, field_map, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(form.id).bind(&form.form_key).bind(&form.name).bind(form.site_id).bind(form.thank_you_url.as_deref())
+            .bind(&form.channel).bind(form.campaign.as_deref()).bind(&form.honeypot_field).bind(&map).bind(now)
+            .execute(p).await?;
+        });
+        Ok(form)
+    }
+
+    pub async fn form_by_key(&self, key: &str) -> Result<Option<Form>, StoreError> {
+        let row: Option<FormRow> = with_read!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT id, form_key, name, site_id, thank_you_url, channel, campaign, honeypot_field, field_map FROM forms WHERE form_key = $1",
+            )
+            .bind(key).fetch_optional(p).await?
+        });
+        Ok(row.map(Form::from))
+    }
+
+    /// Keeps a submission that a honeypot or a filter called spam; it is not a lead.
+    pub async fn record_spam(&self, form_id: Option<Uuid>, ip: Option<&str>, reason: &str, data: &Value) -> Result<(), StoreError> {
+        let now = self.now();
+        with_write!(&self.db, p => {
+            sqlx::query("INSERT INTO spam_submissions (form_id, ip, reason, data, created_at) VALUES ($1, $2, $3, $4, $5)")
+                .bind(form_id).bind(ip).bind(reason).bind(data).bind(now)
+                .execute(p).await?;
+        });
+        Ok(())
+    }
+
+    pub async fn spam_count(&self) -> Result<i64, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM spam_submissions").fetch_one(p).await?
+        }))
+    }
+
+    /// Keeps anonymous interest (no usable contact) against a visitor; it joins the lead
+    /// when the visitor later leaves contacts.
+    pub async fn record_interest(&self, visitor_id: Option<&str>, site_id: Option<Uuid>, kind: &str, at: Ts, data: &Value) -> Result<(), StoreError> {
+        let now = self.now();
+        with_write!(&self.db, p => {
+            sqlx::query("INSERT INTO events (lead_id, visitor_id, site_id, kind, at, data, created_at) VALUES (NULL, $1, $2, $3, $4, $5, $6)")
+                .bind(visitor_id).bind(site_id).bind(kind).bind(at).bind(data).bind(now)
+                .execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Anonymous events of a visitor that have not joined a lead yet.
+    pub async fn visitor_interest_count(&self, visitor_id: &str) -> Result<i64, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM events WHERE visitor_id = $1 AND lead_id IS NULL")
+                .bind(visitor_id).fetch_one(p).await?
+        }))
+    }
+
+    /// Counts for tests and operations.
+    pub async fn count(&self, table: CountOf) -> Result<i64, StoreError> {
+        let sql = match table {
+            CountOf::Leads => "SELECT COUNT(*) FROM leads",
+            CountOf::Events => "SELECT COUNT(*) FROM events",
+            CountOf::Outbox => "SELECT COUNT(*) FROM outbox",
+            CountOf::Identities => "SELECT COUNT(*) FROM identities",
+        };
+        Ok(with_read!(&self.db, p => { sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await? }))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum CountOf {
+    Leads,
+    Events,
+    Outbox,
+    Identities,
+}

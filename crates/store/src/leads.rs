@@ -1,0 +1,421 @@
+//! The lead read model: one lead by id, filtered lists with cursor pagination, the timeline.
+
+use crate::db::with_read;
+use crate::ts::Ts;
+use crate::{Store, StoreError};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+use voronka_domain::LeadStatus;
+
+/// The columns of `leads` that the read model shows, in one place for every query.
+pub(crate) const LEAD_COLUMNS: &str = "id, name, phone, email, messenger, company, position, city, interest, message, \
+    budget, channel, campaign, source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, \
+    landing_page, tracking_number, visitor_id, external_id, fields, consent_marketing, consent_text, consent_at, \
+    status, status_reason, score, priority, temperature, grade, owner_id, repeat_count, returning_of, contact_id, \
+    created_at, updated_at, last_request_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct LeadRow {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub messenger: Option<String>,
+    pub company: Option<String>,
+    pub position: Option<String>,
+    pub city: Option<String>,
+    pub interest: Option<String>,
+    pub message: Option<String>,
+    pub budget: Option<f64>,
+    pub channel: String,
+    pub campaign: Option<String>,
+    pub source: Option<String>,
+    pub utm_source: Option<String>,
+    pub utm_medium: Option<String>,
+    pub utm_campaign: Option<String>,
+    pub utm_content: Option<String>,
+    pub utm_term: Option<String>,
+    pub referrer: Option<String>,
+    pub landing_page: Option<String>,
+    pub tracking_number: Option<String>,
+    pub visitor_id: Option<String>,
+    pub external_id: Option<String>,
+    pub fields: Value,
+    pub consent_marketing: Option<bool>,
+    pub consent_text: Option<String>,
+    pub consent_at: Option<Ts>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub score: f64,
+    pub priority: f64,
+    pub temperature: String,
+    pub grade: String,
+    pub owner_id: Option<Uuid>,
+    pub repeat_count: i32,
+    pub returning_of: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub last_request_at: Ts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Utm {
+    pub source: Option<String>,
+    pub medium: Option<String>,
+    pub campaign: Option<String>,
+    pub content: Option<String>,
+    pub term: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ConsentView {
+    pub marketing: bool,
+    pub text: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub at: Option<Ts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct OwnerRef {
+    pub id: Uuid,
+}
+
+/// A lead as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Lead {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub messenger: Option<String>,
+    pub company: Option<String>,
+    pub position: Option<String>,
+    pub city: Option<String>,
+    pub interest: Option<String>,
+    pub message: Option<String>,
+    pub budget: Option<f64>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    #[serde(serialize_with = "one_decimal")]
+    pub score: f64,
+    #[serde(serialize_with = "one_decimal")]
+    pub priority: f64,
+    pub temperature: String,
+    pub grade: String,
+    pub owner: Option<OwnerRef>,
+    pub channel: String,
+    pub campaign: Option<String>,
+    pub source: Option<String>,
+    pub utm: Utm,
+    pub referrer: Option<String>,
+    pub landing_page: Option<String>,
+    pub tracking_number: Option<String>,
+    pub visitor_id: Option<String>,
+    pub external_id: Option<String>,
+    #[schema(value_type = Object)]
+    pub fields: Value,
+    pub consent: Option<ConsentView>,
+    pub repeat_count: i32,
+    pub returning_of: Option<Uuid>,
+    pub contact_id: Option<Uuid>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Ts,
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: Ts,
+    #[schema(value_type = String, format = DateTime)]
+    pub last_request_at: Ts,
+}
+
+fn one_decimal<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((v * 10.0).round() / 10.0)
+}
+
+impl From<LeadRow> for Lead {
+    fn from(r: LeadRow) -> Lead {
+        Lead {
+            id: r.id,
+            name: r.name,
+            phone: r.phone,
+            email: r.email,
+            messenger: r.messenger,
+            company: r.company,
+            position: r.position,
+            city: r.city,
+            interest: r.interest,
+            message: r.message,
+            budget: r.budget,
+            status: r.status,
+            status_reason: r.status_reason,
+            score: r.score,
+            priority: r.priority,
+            temperature: r.temperature,
+            grade: r.grade,
+            owner: r.owner_id.map(|id| OwnerRef { id }),
+            channel: r.channel,
+            campaign: r.campaign,
+            source: r.source,
+            utm: Utm {
+                source: r.utm_source,
+                medium: r.utm_medium,
+                campaign: r.utm_campaign,
+                content: r.utm_content,
+                term: r.utm_term,
+            },
+            referrer: r.referrer,
+            landing_page: r.landing_page,
+            tracking_number: r.tracking_number,
+            visitor_id: r.visitor_id,
+            external_id: r.external_id,
+            fields: r.fields,
+            consent: r.consent_marketing.map(|marketing| ConsentView { marketing, text: r.consent_text, at: r.consent_at }),
+            repeat_count: r.repeat_count,
+            returning_of: r.returning_of,
+            contact_id: r.contact_id,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_request_at: r.last_request_at,
+        }
+    }
+}
+
+/// How a list is ordered; every order is newest-first within equal values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeadSort {
+    /// Newest first.
+    #[default]
+    Created,
+    /// Oldest first.
+    CreatedAsc,
+    /// Highest score first.
+    Score,
+    /// Highest priority first (score plus recent points).
+    Priority,
+}
+
+impl LeadSort {
+    pub fn parse(s: &str) -> Option<LeadSort> {
+        match s {
+            "created" | "-created_at" | "created_desc" => Some(LeadSort::Created),
+            "created_asc" | "created_at" => Some(LeadSort::CreatedAsc),
+            "score" | "-score" => Some(LeadSort::Score),
+            "priority" | "-priority" => Some(LeadSort::Priority),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LeadFilter {
+    pub status: Vec<LeadStatus>,
+    /// `Some(None)` asks for leads without an owner.
+    pub owner: Option<Option<Uuid>>,
+    pub channel: Vec<String>,
+    pub campaign: Option<String>,
+    /// Already turned into what the search column holds (see `voronka_domain::lead::search_needle`).
+    pub q: Option<String>,
+    pub min_score: Option<f64>,
+    pub created_from: Option<Ts>,
+    pub created_to: Option<Ts>,
+    pub sort: LeadSort,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+/// Where the previous page ended: the sort value and id of its last lead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cursor {
+    #[serde(rename = "v")]
+    pub value: f64,
+    #[serde(rename = "t")]
+    pub created_us: i64,
+    #[serde(rename = "i")]
+    pub id: Uuid,
+}
+
+impl Cursor {
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+    pub fn decode(s: &str) -> Option<Cursor> {
+        let bytes = URL_SAFE_NO_PAD.decode(s).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LeadPage {
+    pub items: Vec<Lead>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelineItem {
+    #[serde(skip)]
+    pub id: i64,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Ts,
+    pub kind: String,
+    pub actor: Option<String>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelinePage {
+    pub items: Vec<TimelineItem>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: i64,
+    at: Ts,
+    kind: String,
+    actor: Option<String>,
+    data: Value,
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+impl Store {
+    pub async fn lead(&self, id: Uuid) -> Result<Option<Lead>, StoreError> {
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = $1");
+        let row: Option<LeadRow> = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?
+        });
+        Ok(row.map(Lead::from))
+    }
+
+    pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
+        let limit = f.limit.clamp(1, 500) as i64;
+        let like = f.q.as_deref().map(escape_like);
+        let rows: Vec<LeadRow> = with_read!(&self.db, p => {
+            let mut qb = QueryBuilder::new(format!("SELECT {LEAD_COLUMNS} FROM leads WHERE TRUE"));
+            if !f.status.is_empty() {
+                qb.push(" AND status IN (");
+                let mut sep = qb.separated(", ");
+                for s in &f.status {
+                    sep.push_bind(s.as_str());
+                }
+                qb.push(")");
+            }
+            match f.owner {
+                Some(Some(o)) => { qb.push(" AND owner_id = ").push_bind(o); }
+                Some(None) => { qb.push(" AND owner_id IS NULL"); }
+                None => {}
+            }
+            if !f.channel.is_empty() {
+                qb.push(" AND channel IN (");
+                let mut sep = qb.separated(", ");
+                for c in &f.channel {
+                    sep.push_bind(c.as_str());
+                }
+                qb.push(")");
+            }
+            if let Some(c) = &f.campaign {
+                qb.push(" AND campaign = ").push_bind(c.as_str());
+            }
+            if let Some(l) = &like {
+                qb.push(" AND search LIKE ").push_bind(l.as_str()).push(" ESCAPE '\\'");
+            }
+            if let Some(m) = f.min_score {
+                qb.push(" AND score >= ").push_bind(m);
+            }
+            if let Some(t) = f.created_from {
+                qb.push(" AND created_at >= ").push_bind(t);
+            }
+            if let Some(t) = f.created_to {
+                qb.push(" AND created_at < ").push_bind(t);
+            }
+            let (col, desc) = match f.sort {
+                LeadSort::Created => ("", true),
+                LeadSort::CreatedAsc => ("", false),
+                LeadSort::Score => ("score", true),
+                LeadSort::Priority => ("priority", true),
+            };
+            if let Some(c) = &f.cursor {
+                let at = Ts::from_micros(c.created_us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH));
+                let op = if desc { "<" } else { ">" };
+                if col.is_empty() {
+                    qb.push(format!(" AND (created_at {op} ")).push_bind(at)
+                        .push(" OR (created_at = ").push_bind(at).push(format!(" AND id {op} ")).push_bind(c.id).push("))");
+                } else {
+                    qb.push(format!(" AND ({col} {op} ")).push_bind(c.value)
+                        .push(format!(" OR ({col} = ")).push_bind(c.value)
+                        .push(format!(" AND (created_at {op} ")).push_bind(at)
+                        .push(" OR (created_at = ").push_bind(at).push(format!(" AND id {op} ")).push_bind(c.id).push("))))");
+                }
+            }
+            let dir = if desc { "DESC" } else { "ASC" };
+            if col.is_empty() {
+                qb.push(format!(" ORDER BY created_at {dir}, id {dir}"));
+            } else {
+                qb.push(format!(" ORDER BY {col} {dir}, created_at {dir}, id {dir}"));
+            }
+            qb.push(" LIMIT ").push_bind(limit + 1);
+            qb.build_query_as::<LeadRow>().fetch_all(p).await?
+        });
+        let mut items: Vec<Lead> = rows.into_iter().map(Lead::from).collect();
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|l| {
+                let value = match f.sort {
+                    LeadSort::Score => l.score,
+                    LeadSort::Priority => l.priority,
+                    _ => 0.0,
+                };
+                Cursor { value, created_us: l.created_at.micros(), id: l.id }.encode()
+            })
+        } else {
+            None
+        };
+        Ok(LeadPage { items, next_cursor })
+    }
+
+    /// The lead's timeline, newest first; `before` is the cursor of the previous page.
+    pub async fn timeline(&self, lead_id: Uuid, limit: u32, before: Option<(Ts, i64)>) -> Result<TimelinePage, StoreError> {
+        let limit = limit.clamp(1, 500) as i64;
+        let rows: Vec<EventRow> = with_read!(&self.db, p => {
+            let mut qb = QueryBuilder::new("SELECT id, at, kind, actor, data FROM events WHERE lead_id = ");
+            qb.push_bind(lead_id);
+            if let Some((at, id)) = before {
+                qb.push(" AND (at < ").push_bind(at).push(" OR (at = ").push_bind(at).push(" AND id < ").push_bind(id).push("))");
+            }
+            qb.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(limit + 1);
+            qb.build_query_as::<EventRow>().fetch_all(p).await?
+        });
+        let mut items: Vec<TimelineItem> =
+            rows.into_iter().map(|r| TimelineItem { id: r.id, at: r.at, kind: r.kind, actor: r.actor, data: r.data }).collect();
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|i| URL_SAFE_NO_PAD.encode(format!("{}:{}", i.at.micros(), i.id)))
+        } else {
+            None
+        };
+        Ok(TimelinePage { items, next_cursor })
+    }
+}
+
+/// Reads a timeline cursor made by `timeline`.
+pub fn decode_timeline_cursor(s: &str) -> Option<(Ts, i64)> {
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(s).ok()?).ok()?;
+    let (at, id) = raw.split_once(':')?;
+    Some((Ts::from_micros(at.parse().ok()?)?, id.parse().ok()?))
+}

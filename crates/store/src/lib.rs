@@ -1,0 +1,105 @@
+//! The only place that speaks SQL: SQLite and PostgreSQL behind one `Store`, their
+//! migrations, the intake writer (group commit) and the read models.
+
+mod admin;
+mod db;
+pub mod intake;
+pub mod leads;
+pub mod provision;
+pub mod ts;
+
+use anyhow::Result;
+use std::sync::Arc;
+use voronka_domain::Clock;
+
+pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, hash_token, random_key};
+pub use db::{Backend, PoolOptions, redact};
+pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};
+pub use leads::{Cursor, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
+pub use ts::Ts;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error")]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+    pub pool: PoolOptions,
+    /// Intake writer tasks; SQLite has one writer whatever is asked.
+    pub writers: usize,
+}
+
+impl StoreConfig {
+    pub fn new(url: impl Into<String>) -> Self {
+        StoreConfig { url: url.into(), pool: PoolOptions::default(), writers: 4 }
+    }
+}
+
+/// The storage of one Voronka installation. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: db::Db,
+    intake: IntakeHandle,
+    clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    /// Opens the database named by the URL, applies pending migrations and starts the
+    /// intake writers.
+    pub async fn open(cfg: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
+        let db = db::Db::connect(&cfg.url, &cfg.pool).await?;
+        db.migrate().await?;
+        let writers = match db.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => cfg.writers.max(1),
+        };
+        let (intake, _tasks) = intake::start(db.clone(), clock.clone(), writers);
+        Ok(Store { db, intake, clock })
+    }
+
+    /// Applies pending migrations and returns; for `voronka migrate`.
+    pub async fn migrate(url: &str) -> Result<()> {
+        let db = db::Db::connect(url, &PoolOptions { max_connections: 2 }).await?;
+        let r = db.migrate().await;
+        db.close().await;
+        r
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    pub fn intake(&self) -> &IntakeHandle {
+        &self.intake
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn now(&self) -> Ts {
+        Ts::from(self.clock.now())
+    }
+
+    /// Answers when the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        db::with_read!(&self.db, p => {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    /// Closes the pools; every acknowledged write is already committed.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
