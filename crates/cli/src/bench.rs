@@ -139,7 +139,7 @@ impl Server {
         let mut child = Command::new(exe)
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
             .args(extra)
-            .env("VORONKA_LOG", "warn")
+            .env("VORONKA_LOG", std::env::var("VORONKA_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -175,10 +175,10 @@ impl Server {
 type MakeReq = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
 /// Runs `connections` keep-alive clients against `addr` for `secs` seconds on one thread.
-fn load(addr: SocketAddr, connections: usize, secs: f64, make: MakeReq, ok_status: &'static [u16]) -> Result<Stats> {
+fn load(addr: SocketAddr, connections: usize, secs: f64, make: MakeReq, ok_status: &'static [u16], first: u64) -> Result<Stats> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
-        let counter = Arc::new(AtomicU64::new(0));
+        let counter = Arc::new(AtomicU64::new(first));
         let deadline = Instant::now() + Duration::from_secs_f64(secs);
         let start = Instant::now();
         let mut tasks = Vec::new();
@@ -282,16 +282,17 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     let hs = tokio::task::spawn_blocking({
         let health = health.clone();
         move || -> Result<Stats> {
-            load(addr, c, w.min(1.0), health.clone(), &[200])?;
-            load(addr, c, d.min(5.0), health, &[200])
+            load(addr, c, w.min(1.0), health.clone(), &[200], 0)?;
+            load(addr, c, d.min(5.0), health, &[200], 0)
         }
     })
     .await??;
     println!("[{name}] {}", hs.line("GET /healthz (ceiling)"));
 
     let is = tokio::task::spawn_blocking(move || -> Result<Stats> {
-        load(addr, c, w, post.clone(), &[200, 201])?;
-        load(addr, c, d, post, &[200, 201])
+        // Distinct numbers for warm-up and measurement: every request makes a new lead.
+        load(addr, c, w, post.clone(), &[200, 201], 0)?;
+        load(addr, c, d, post, &[200, 201], 100_000_000)
     })
     .await??;
     println!("[{name}] {}", is.line("POST /api/v1/leads"));

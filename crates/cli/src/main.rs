@@ -3,6 +3,10 @@
 
 mod bench;
 
+// A faster allocator for the request path (many small allocations per request).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;

@@ -46,6 +46,19 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The file of a `sqlite://` URL (None for other backends).
+pub(crate) fn sqlite_path(url: &str) -> Result<Option<std::path::PathBuf>> {
+    if Backend::of_url(url)? != Backend::Sqlite {
+        return Ok(None);
+    }
+    let opts = SqliteConnectOptions::from_str(url).with_context(|| format!("invalid SQLite URL {url:?}"))?;
+    let path = opts.get_filename().to_path_buf();
+    if path.as_os_str().is_empty() || path.to_string_lossy().contains(":memory:") {
+        anyhow::bail!("an in-memory SQLite database cannot be shared by the server's connections: use sqlite://PATH");
+    }
+    Ok(Some(path))
+}
+
 #[derive(Clone, Debug)]
 pub(crate) enum Db {
     Sqlite { read: SqlitePool, write: SqlitePool },
@@ -118,7 +131,11 @@ impl Db {
             }
             Backend::Postgres => {
                 let options = PgConnectOptions::from_str(url)
-                    .with_context(|| format!("invalid PostgreSQL URL {:?}", redact(url)))?;
+                    .with_context(|| format!("invalid PostgreSQL URL {:?}", redact(url)))?
+                    // Plan every execution with the real parameters and table sizes: a cached
+                    // generic plan made while a table was small (a fresh installation) would
+                    // keep sequential scans long after the table has grown.
+                    .options([("plan_cache_mode", "force_custom_plan")]);
                 let pool = PgPoolOptions::new()
                     .max_connections(opts.max_connections)
                     .acquire_timeout(Duration::from_secs(30))
@@ -128,6 +145,21 @@ impl Db {
                 Ok(Db::Pg(pool))
             }
         }
+    }
+
+    /// Connections for the PostgreSQL intake writers. Their statements are point lookups and
+    /// inserts, for which a sequential scan is never right; forbidding it keeps cached plans
+    /// (made once per connection) good even when a table was tiny at planning time.
+    pub(crate) async fn pg_intake_pool(url: &str, connections: u32) -> Result<PgPool> {
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| format!("invalid PostgreSQL URL {:?}", redact(url)))?
+            .options([("enable_seqscan", "off"), ("enable_hashjoin", "off")]);
+        PgPoolOptions::new()
+            .max_connections(connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {:?}", redact(url)))
     }
 
     pub(crate) fn backend(&self) -> Backend {

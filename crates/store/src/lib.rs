@@ -58,11 +58,7 @@ impl Store {
     pub async fn open(cfg: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
         let db = db::Db::connect(&cfg.url, &cfg.pool).await?;
         db.migrate().await?;
-        let writers = match db.backend() {
-            Backend::Sqlite => 1,
-            Backend::Postgres => cfg.writers.max(1),
-        };
-        let (intake, _tasks) = intake::start(db.clone(), clock.clone(), writers);
+        let intake = intake::start(&db, &cfg.url, clock.clone(), cfg.writers).await?;
         Ok(Store { db, intake, clock })
     }
 

@@ -79,3 +79,15 @@ impl<'r> Decode<'r, Postgres> for Ts {
         Ok(Ts(<DateTime<Utc> as Decode<Postgres>>::decode(value)?))
     }
 }
+
+impl sqlx::postgres::PgHasArrayType for Ts {
+    fn array_type_info() -> PgTypeInfo {
+        <DateTime<Utc> as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
+impl rusqlite::ToSql for Ts {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Integer(self.micros())))
+    }
+}

@@ -122,7 +122,7 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
     let mut resp = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        reply.body.as_ref().clone(),
+        reply.body(),
     )
         .into_response();
     if let Some(id) = reply.lead_id.filter(|_| reply.status == 201) {

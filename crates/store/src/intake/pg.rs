@@ -1,0 +1,249 @@
+//! The PostgreSQL intake writers: several tasks share one queue; each batch is one
+//! transaction, retried on a unique-key conflict or deadlock with another writer or process.
+
+use super::{
+    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta,
+    OutboxInsert, RepeatUpdate, Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+};
+use crate::leads::{LEAD_COLUMNS, LeadRow};
+use crate::ts::Ts;
+use anyhow::Context;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc};
+use uuid::Uuid;
+
+pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize) {
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..writers {
+        let (pool, rx) = (pool.clone(), rx.clone());
+        tokio::spawn(async move {
+            loop {
+                let (metas, replies) = {
+                    let mut rx = rx.lock().await;
+                    let Some(first) = rx.recv().await else { return };
+                    drain_batch(first, &mut rx)
+                };
+                let results = commit_jobs(&metas, |jobs| attempts(&pool, jobs)).await;
+                reply_all(results, replies);
+            }
+        });
+    }
+}
+
+async fn attempts(pool: &PgPool, jobs: &[Meta]) -> anyhow::Result<Results> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tx = pool.begin().await.context("failed to begin intake transaction")?;
+        match run_batch(tx, jobs).await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
+                tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
+        }
+    }
+}
+
+impl IntakeTx for Transaction<'_, Postgres> {
+    async fn idem_lookup(&mut self, keys: &[&str]) -> Result<Vec<IdemRow>, BatchError> {
+        Ok(sqlx::query_as("SELECT scope_key, request_hash, status, body FROM idempotency_keys WHERE scope_key = ANY($1)")
+            .bind(keys)
+            .fetch_all(&mut **self)
+            .await?)
+    }
+
+    async fn identity_lookup(&mut self, idents: &[&str]) -> Result<Vec<IdentRow>, BatchError> {
+        Ok(sqlx::query_as(
+            "SELECT i.ident, i.lead_id, l.status, l.contact_id FROM identities i JOIN leads l ON l.id = i.lead_id WHERE i.ident = ANY($1)",
+        )
+        .bind(idents)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn insert_leads(&mut self, rows: &[LeadInsert<'_>]) -> Result<(), BatchError> {
+        // One array per column: a fixed statement, planned in microseconds whatever the batch size.
+        fn col<'a, T>(rows: &'a [LeadInsert<'a>], f: impl Fn(&'a LeadInsert<'a>) -> T) -> Vec<T> {
+            rows.iter().map(f).collect()
+        }
+        sqlx::query(
+            "INSERT INTO leads (id, name, phone, email, messenger, company, position, city, interest, message, budget, \
+             channel, campaign, source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, \
+             tracking_number, visitor_id, external_id, fields, consent_marketing, consent_text, consent_at, status, \
+             returning_of, contact_id, search, created_at, updated_at, last_request_at) \
+             SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, c24, \
+                    c25::jsonb, c26, c27, c28, 'new', c29, c30, c31, c32, c32, c32 \
+             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
+                         $10::text[], $11::float8[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::text[], \
+                         $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], \
+                         $26::bool[], $27::text[], $28::timestamptz[], $29::uuid[], $30::uuid[], $31::text[], $32::timestamptz[]) \
+             AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, c24, \
+                  c25, c26, c27, c28, c29, c30, c31, c32)",
+        )
+        .bind(col(rows, |r| r.id))
+        .bind(col(rows, |r| r.lead.name.as_deref()))
+        .bind(col(rows, |r| r.lead.phone.as_ref().map(|p| p.as_str())))
+        .bind(col(rows, |r| r.lead.email.as_ref().map(|e| e.as_str())))
+        .bind(col(rows, |r| r.lead.messenger.as_ref().map(|m| m.as_str())))
+        .bind(col(rows, |r| r.lead.company.as_deref()))
+        .bind(col(rows, |r| r.lead.position.as_deref()))
+        .bind(col(rows, |r| r.lead.city.as_deref()))
+        .bind(col(rows, |r| r.lead.interest.as_deref()))
+        .bind(col(rows, |r| r.lead.message.as_deref()))
+        .bind(col(rows, |r| r.lead.budget))
+        .bind(col(rows, |r| r.lead.channel.as_str()))
+        .bind(col(rows, |r| r.lead.campaign.as_deref()))
+        .bind(col(rows, |r| r.lead.source.as_deref()))
+        .bind(col(rows, |r| r.lead.utm.source.as_deref()))
+        .bind(col(rows, |r| r.lead.utm.medium.as_deref()))
+        .bind(col(rows, |r| r.lead.utm.campaign.as_deref()))
+        .bind(col(rows, |r| r.lead.utm.content.as_deref()))
+        .bind(col(rows, |r| r.lead.utm.term.as_deref()))
+        .bind(col(rows, |r| r.lead.referrer.as_deref()))
+        .bind(col(rows, |r| r.lead.landing_page.as_deref()))
+        .bind(col(rows, |r| r.lead.tracking_number.as_ref().map(|p| p.as_str())))
+        .bind(col(rows, |r| r.lead.visitor_id.as_deref()))
+        .bind(col(rows, |r| r.lead.external_id.as_deref()))
+        .bind(col(rows, |r| r.fields.as_str()))
+        .bind(col(rows, |r| r.lead.consent.as_ref().map(|c| c.marketing)))
+        .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.text.as_deref())))
+        .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.at).map(Ts::from)))
+        .bind(col(rows, |r| r.returning_of))
+        .bind(col(rows, |r| r.contact_id))
+        .bind(col(rows, |r| r.search))
+        .bind(col(rows, |r| r.at))
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_identities(&mut self, rows: &[(&str, Uuid)], at: Ts) -> Result<(), BatchError> {
+        let idents: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let kinds: Vec<&str> = rows.iter().map(|r| r.0.split_once(':').map(|(k, _)| k).unwrap_or("other")).collect();
+        let leads: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
+        sqlx::query("INSERT INTO identities (ident, kind, lead_id, created_at) SELECT i, k, l, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(i, k, l)")
+            .bind(&idents)
+            .bind(&kinds)
+            .bind(&leads)
+            .bind(at)
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
+    async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError> {
+        Ok(sqlx::query("UPDATE identities SET lead_id = $1 WHERE ident = $2 AND lead_id = $3")
+            .bind(to)
+            .bind(ident)
+            .bind(from)
+            .execute(&mut **self)
+            .await?
+            .rows_affected())
+    }
+
+    async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError> {
+        Ok(sqlx::query(
+            "UPDATE leads SET repeat_count = repeat_count + $1, last_request_at = $2, updated_at = $2, \
+             phone = COALESCE(phone, $3), email = COALESCE(email, $4), messenger = COALESCE(messenger, $5), \
+             name = COALESCE(name, $6) WHERE id = $7",
+        )
+        .bind(u.count)
+        .bind(u.at)
+        .bind(u.phone.as_deref())
+        .bind(u.email.as_deref())
+        .bind(u.messenger.as_deref())
+        .bind(u.name.as_deref())
+        .bind(lead_id)
+        .execute(&mut **self)
+        .await?
+        .rows_affected())
+    }
+
+    async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError> {
+        sqlx::query("UPDATE leads SET search = $1 WHERE id = $2").bind(search).bind(lead_id).execute(&mut **self).await?;
+        Ok(())
+    }
+
+    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<(), BatchError> {
+        sqlx::query("UPDATE events SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL")
+            .bind(lead_id)
+            .bind(visitor_id)
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
+        let lead: Vec<Uuid> = rows.iter().map(|e| e.lead_id).collect();
+        let visitor: Vec<Option<&str>> = rows.iter().map(|e| e.visitor_id).collect();
+        let kind: Vec<&str> = rows.iter().map(|e| e.kind).collect();
+        let at: Vec<Ts> = rows.iter().map(|e| e.at).collect();
+        let actor: Vec<Option<&str>> = rows.iter().map(|e| e.actor).collect();
+        let data: Vec<&str> = rows.iter().map(|e| e.data.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO events (lead_id, visitor_id, kind, at, actor, data, created_at) \
+             SELECT l, v, k, a, ac, d::jsonb, a FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+             AS t(l, v, k, a, ac, d)",
+        )
+        .bind(&lead)
+        .bind(&visitor)
+        .bind(&kind)
+        .bind(&at)
+        .bind(&actor)
+        .bind(&data)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_outbox(&mut self, rows: &[OutboxInsert]) -> Result<(), BatchError> {
+        let topic: Vec<&str> = rows.iter().map(|o| o.topic).collect();
+        let agg: Vec<Uuid> = rows.iter().map(|o| o.aggregate_id).collect();
+        let payload: Vec<&str> = rows.iter().map(|o| o.payload.as_str()).collect();
+        let at: Vec<Ts> = rows.iter().map(|o| o.at).collect();
+        sqlx::query(
+            "INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at) \
+             SELECT t, g, p::jsonb, a, a FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::timestamptz[]) AS u(t, g, p, a)",
+        )
+        .bind(&topic)
+        .bind(&agg)
+        .bind(&payload)
+        .bind(&at)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = ANY($1)")))
+            .bind(ids)
+            .fetch_all(&mut **self)
+            .await?)
+    }
+
+    async fn insert_idem(&mut self, rows: &[IdemInsert<'_>], at: Ts) -> Result<(), BatchError> {
+        let keys: Vec<&str> = rows.iter().map(|r| r.key).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+        let statuses: Vec<i32> = rows.iter().map(|r| r.status as i32).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body).collect();
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope_key, request_hash, status, body, created_at) \
+             SELECT k, h, s, b, $5 FROM UNNEST($1::text[], $2::bytea[], $3::int4[], $4::bytea[]) AS t(k, h, s, b)",
+        )
+        .bind(&keys)
+        .bind(&hashes)
+        .bind(&statuses)
+        .bind(&bodies)
+        .bind(at)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn commit_tx(self) -> Result<(), BatchError> {
+        Ok(self.commit().await?)
+    }
+}

@@ -1,0 +1,364 @@
+//! The SQLite intake writer: one thread with its own connection, committing each batch in
+//! one `BEGIN IMMEDIATE` transaction. Statements run directly on the connection (no
+//! hand-off to another thread per statement), which is what lets one fsync acknowledge a
+//! whole batch quickly.
+
+use super::{
+    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert, MAX_ATTEMPTS, Meta,
+    OutboxInsert, RepeatUpdate, Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+};
+use crate::leads::{LEAD_COLUMNS, LeadRow};
+use crate::ts::Ts;
+use anyhow::Context as _;
+use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior, params_from_iter};
+use serde_json::Value;
+use std::future::Future;
+use std::path::Path;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// Statement sizes (rows per multi-row statement); fixed so that prepared statements are
+/// reused from the cache.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+pub(super) fn open(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("cannot open SQLite database {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged lead survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    // Statement journals of multi-row inserts stay in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Checkpoints run on their own thread (see `checkpointer`), not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
+
+/// Copies the WAL back into the database file in the background, so that commits never
+/// wait for it; stops when the writer stops.
+pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::Result<()> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    std::thread::Builder::new().name("voronka-sqlite-checkpoint".into()).spawn(move || {
+        while alive.upgrade().is_some() {
+            std::thread::sleep(Duration::from_millis(250));
+            // PASSIVE: copies what it can without blocking readers or the writer.
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
+        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+    })?;
+    Ok(())
+}
+
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, _alive: std::sync::Arc<()>) {
+    while let Some(first) = rx.blocking_recv() {
+        let (metas, replies) = drain_batch(first, &mut rx);
+        let results = run_sync(commit_jobs(&metas, |jobs| std::future::ready(attempts(&mut conn, jobs))));
+        reply_all(results, replies);
+    }
+}
+
+fn attempts(conn: &mut Connection, jobs: &[Meta]) -> anyhow::Result<Results> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let r = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => run_sync(run_batch(Tx(tx), jobs)),
+            Err(e) => Err(BatchError::from(e)),
+        };
+        match r {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
+                tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
+                std::thread::sleep(backoff(attempt));
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
+        }
+    }
+}
+
+/// Drives a future that never waits (every statement here is synchronous) to completion.
+fn run_sync<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+struct Tx<'c>(rusqlite::Transaction<'c>);
+
+type P<'a> = &'a dyn ToSql;
+
+/// Text to bind; `None` binds NULL.
+fn opt(s: &Option<String>) -> &dyn ToSql {
+    s
+}
+
+fn placeholders(rows: usize, cols: usize) -> String {
+    let row = format!("({})", vec!["?"; cols].join(", "));
+    vec![row; rows].join(", ")
+}
+
+impl Tx<'_> {
+    /// Inserts rows (`cols` parameters each, flattened) in statements of fixed sizes.
+    fn insert(&self, head: &str, cols: usize, params: &[P<'_>]) -> Result<(), BatchError> {
+        let mut rest = params;
+        while !rest.is_empty() {
+            let rows = rest.len() / cols;
+            let n = CHUNKS.into_iter().find(|c| *c <= rows).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(n * cols);
+            let sql = format!("{head} VALUES {}", placeholders(n, cols));
+            self.0.prepare_cached(&sql)?.execute(params_from_iter(chunk.iter()))?;
+            rest = tail;
+        }
+        Ok(())
+    }
+
+    /// Runs `{head} IN (…)` over the keys in fixed-size chunks.
+    fn select_in<R>(&self, head: &str, keys: &[P<'_>], map: impl Fn(&rusqlite::Row) -> rusqlite::Result<R>) -> Result<Vec<R>, BatchError> {
+        let mut out = Vec::new();
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let n = CHUNKS.into_iter().find(|c| *c <= rest.len()).unwrap_or(1);
+            let (chunk, next) = rest.split_at(n);
+            let sql = format!("{head} IN ({})", vec!["?"; n].join(", "));
+            let mut stmt = self.0.prepare_cached(&sql)?;
+            for r in stmt.query_map(params_from_iter(chunk.iter()), &map)? {
+                out.push(r?);
+            }
+            rest = next;
+        }
+        Ok(out)
+    }
+}
+
+fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
+    let ts_at = |i: usize| -> rusqlite::Result<Ts> {
+        let us: i64 = r.get(i)?;
+        Ts::from_micros(us).ok_or(rusqlite::Error::IntegralValueOutOfRange(i, us))
+    };
+    let fields: String = r.get(24)?;
+    let consent_at: Option<i64> = r.get(27)?;
+    Ok(LeadRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        phone: r.get(2)?,
+        email: r.get(3)?,
+        messenger: r.get(4)?,
+        company: r.get(5)?,
+        position: r.get(6)?,
+        city: r.get(7)?,
+        interest: r.get(8)?,
+        message: r.get(9)?,
+        budget: r.get(10)?,
+        channel: r.get(11)?,
+        campaign: r.get(12)?,
+        source: r.get(13)?,
+        utm_source: r.get(14)?,
+        utm_medium: r.get(15)?,
+        utm_campaign: r.get(16)?,
+        utm_content: r.get(17)?,
+        utm_term: r.get(18)?,
+        referrer: r.get(19)?,
+        landing_page: r.get(20)?,
+        tracking_number: r.get(21)?,
+        visitor_id: r.get(22)?,
+        external_id: r.get(23)?,
+        fields: serde_json::from_str(&fields).unwrap_or(Value::Object(Default::default())),
+        consent_marketing: r.get(25)?,
+        consent_text: r.get(26)?,
+        consent_at: consent_at.and_then(Ts::from_micros),
+        status: r.get(28)?,
+        status_reason: r.get(29)?,
+        score: r.get(30)?,
+        priority: r.get(31)?,
+        temperature: r.get(32)?,
+        grade: r.get(33)?,
+        owner_id: r.get(34)?,
+        repeat_count: r.get(35)?,
+        returning_of: r.get(36)?,
+        contact_id: r.get(37)?,
+        created_at: ts_at(38)?,
+        updated_at: ts_at(39)?,
+        last_request_at: ts_at(40)?,
+    })
+}
+
+const NEW: &str = "new";
+
+impl IntakeTx for Tx<'_> {
+    async fn idem_lookup(&mut self, keys: &[&str]) -> Result<Vec<IdemRow>, BatchError> {
+        let params: Vec<P> = keys.iter().map(|k| k as P).collect();
+        self.select_in("SELECT scope_key, request_hash, status, body FROM idempotency_keys WHERE scope_key", &params, |r| {
+            Ok(IdemRow { scope_key: r.get(0)?, request_hash: r.get(1)?, status: r.get(2)?, body: r.get(3)? })
+        })
+    }
+
+    async fn identity_lookup(&mut self, idents: &[&str]) -> Result<Vec<IdentRow>, BatchError> {
+        let params: Vec<P> = idents.iter().map(|k| k as P).collect();
+        self.select_in(
+            "SELECT i.ident, i.lead_id, l.status, l.contact_id FROM identities i JOIN leads l ON l.id = i.lead_id WHERE i.ident",
+            &params,
+            |r| Ok(IdentRow { ident: r.get(0)?, lead_id: r.get(1)?, status: r.get(2)?, contact_id: r.get(3)? }),
+        )
+    }
+
+    async fn insert_leads(&mut self, rows: &[LeadInsert<'_>]) -> Result<(), BatchError> {
+        // Values that are not borrowed from the rows, computed first so the parameters can borrow them.
+        struct Own<'a> {
+            phone: Option<&'a str>,
+            email: Option<&'a str>,
+            messenger: Option<&'a str>,
+            tracking: Option<&'a str>,
+            consent: Option<bool>,
+            consent_text: Option<&'a str>,
+            consent_at: Option<Ts>,
+        }
+        let own: Vec<Own> = rows
+            .iter()
+            .map(|r| {
+                let l = r.lead;
+                Own {
+                    phone: l.phone.as_ref().map(|p| p.as_str()),
+                    email: l.email.as_ref().map(|e| e.as_str()),
+                    messenger: l.messenger.as_ref().map(|m| m.as_str()),
+                    tracking: l.tracking_number.as_ref().map(|p| p.as_str()),
+                    consent: l.consent.as_ref().map(|c| c.marketing),
+                    consent_text: l.consent.as_ref().and_then(|c| c.text.as_deref()),
+                    consent_at: l.consent.as_ref().and_then(|c| c.at).map(Ts::from),
+                }
+            })
+            .collect();
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 35);
+        for (r, o) in rows.iter().zip(&own) {
+            let l = r.lead;
+            params.extend_from_slice(&[
+                &r.id as P,
+                opt(&l.name),
+                &o.phone,
+                &o.email,
+                &o.messenger,
+                opt(&l.company),
+                opt(&l.position),
+                opt(&l.city),
+                opt(&l.interest),
+                opt(&l.message),
+                &l.budget,
+                &l.channel,
+                opt(&l.campaign),
+                opt(&l.source),
+                opt(&l.utm.source),
+                opt(&l.utm.medium),
+                opt(&l.utm.campaign),
+                opt(&l.utm.content),
+                opt(&l.utm.term),
+                opt(&l.referrer),
+                opt(&l.landing_page),
+                &o.tracking,
+                opt(&l.visitor_id),
+                opt(&l.external_id),
+                &r.fields,
+                &o.consent,
+                &o.consent_text,
+                &o.consent_at,
+                &NEW,
+                &r.returning_of,
+                &r.contact_id,
+                &r.search,
+                &r.at,
+                &r.at,
+                &r.at,
+            ]);
+        }
+        self.insert(&format!("INSERT INTO leads ({LEAD_INSERT_COLUMNS})"), 35, &params)
+    }
+
+    async fn insert_identities(&mut self, rows: &[(&str, Uuid)], at: Ts) -> Result<(), BatchError> {
+        let kinds: Vec<&str> = rows.iter().map(|(i, _)| i.split_once(':').map(|(k, _)| k).unwrap_or("other")).collect();
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 4);
+        for ((ident, lead), kind) in rows.iter().zip(&kinds) {
+            params.extend_from_slice(&[ident as P, kind, lead, &at]);
+        }
+        self.insert("INSERT INTO identities (ident, kind, lead_id, created_at)", 4, &params)
+    }
+
+    async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError> {
+        let n = self
+            .0
+            .prepare_cached("UPDATE identities SET lead_id = ?1 WHERE ident = ?2 AND lead_id = ?3")?
+            .execute(rusqlite::params![to, ident, from])?;
+        Ok(n as u64)
+    }
+
+    async fn apply_repeat(&mut self, lead_id: Uuid, r: &RepeatUpdate) -> Result<u64, BatchError> {
+        let n = self
+            .0
+            .prepare_cached(
+                "UPDATE leads SET repeat_count = repeat_count + ?1, last_request_at = ?2, updated_at = ?2, \
+                 phone = COALESCE(phone, ?3), email = COALESCE(email, ?4), messenger = COALESCE(messenger, ?5), \
+                 name = COALESCE(name, ?6) WHERE id = ?7",
+            )?
+            .execute(rusqlite::params![r.count, r.at, r.phone, r.email, r.messenger, r.name, lead_id])?;
+        Ok(n as u64)
+    }
+
+    async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError> {
+        self.0.prepare_cached("UPDATE leads SET search = ?1 WHERE id = ?2")?.execute(rusqlite::params![search, lead_id])?;
+        Ok(())
+    }
+
+    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<(), BatchError> {
+        self.0
+            .prepare_cached("UPDATE events SET lead_id = ?1 WHERE visitor_id = ?2 AND lead_id IS NULL")?
+            .execute(rusqlite::params![lead_id, visitor_id])?;
+        Ok(())
+    }
+
+    async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 7);
+        for e in rows {
+            params.extend_from_slice(&[&e.lead_id as P, &e.visitor_id, &e.kind, &e.at, &e.actor, &e.data, &e.at]);
+        }
+        self.insert("INSERT INTO events (lead_id, visitor_id, kind, at, actor, data, created_at)", 7, &params)
+    }
+
+    async fn insert_outbox(&mut self, rows: &[OutboxInsert]) -> Result<(), BatchError> {
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 5);
+        for o in rows {
+            params.extend_from_slice(&[&o.topic as P, &o.aggregate_id, &o.payload, &o.at, &o.at]);
+        }
+        self.insert("INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at)", 5, &params)
+    }
+
+    async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
+        let params: Vec<P> = ids.iter().map(|i| i as P).collect();
+        self.select_in(&format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id"), &params, lead_row)
+    }
+
+    async fn insert_idem(&mut self, rows: &[IdemInsert<'_>], at: Ts) -> Result<(), BatchError> {
+        let statuses: Vec<i64> = rows.iter().map(|r| r.status as i64).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 5);
+        for ((r, s), h) in rows.iter().zip(&statuses).zip(&hashes) {
+            params.extend_from_slice(&[&r.key as P, h, s, &r.body, &at]);
+        }
+        self.insert("INSERT INTO idempotency_keys (scope_key, request_hash, status, body, created_at)", 5, &params)
+    }
+
+    async fn commit_tx(self) -> Result<(), BatchError> {
+        self.0.commit().map_err(Into::into)
+    }
+}
