@@ -136,6 +136,14 @@ impl Db {
                     // generic plan made while a table was small (a fresh installation) would
                     // keep sequential scans long after the table has grown.
                     .options([("plan_cache_mode", "force_custom_plan")]);
+                // One direct connection first: an unreachable server is a clear error now,
+                // not a pool retrying until its acquire timeout.
+                use sqlx::Connection;
+                sqlx::PgConnection::connect_with(&options)
+                    .await
+                    .with_context(|| format!("cannot connect to PostgreSQL at {:?}", redact(url)))?
+                    .close()
+                    .await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(opts.max_connections)
                     .acquire_timeout(Duration::from_secs(30))

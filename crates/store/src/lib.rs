@@ -6,6 +6,7 @@ mod db;
 pub mod intake;
 pub mod leads;
 pub mod provision;
+mod status;
 pub mod ts;
 
 use anyhow::Result;

@@ -680,20 +680,27 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta]) -> Result<Results, Bat
     tracing::debug!(n = jobs.len(), micros = t0.elapsed().as_micros() as u64, commit_micros = t1.elapsed().as_micros() as u64, "intake batch committed");
 
     // Followers answer as their leader did (a replay), or 409 for a different body.
-    let mut out: Results = Vec::with_capacity(plans.len());
-    for (i, plan) in plans.iter().enumerate() {
-        let r = match plan {
+    let follower_replies: Vec<Option<Result<IntakeReply, IntakeError>>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| match plan {
             Plan::FollowerOf(leader) => {
-                let same = jobs[*leader].cmd.idempotency.as_ref().map(|k| k.request_hash) == jobs[i].cmd.idempotency.as_ref().map(|k| k.request_hash);
-                match &results[*leader] {
-                    Some(Ok(r)) if same => Ok(IntakeReply { outcome: IntakeOutcome::Replayed, lead_id: r.lead_id, status: r.status, answer: r.answer.clone() }),
+                let hash = |j: usize| jobs[j].cmd.idempotency.as_ref().map(|k| k.request_hash);
+                Some(match &results[*leader] {
+                    Some(Ok(r)) if hash(*leader) == hash(i) => {
+                        Ok(IntakeReply { outcome: IntakeOutcome::Replayed, lead_id: r.lead_id, status: r.status, answer: r.answer.clone() })
+                    }
                     _ => Err(IntakeError::IdempotencyConflict),
-                }
+                })
             }
-            _ => results[i].take().unwrap_or_else(|| Err(IntakeError::Storage(anyhow::anyhow!("no result")))),
-        };
-        out.push(r);
-    }
+            _ => None,
+        })
+        .collect();
+    let out: Results = follower_replies
+        .into_iter()
+        .zip(results)
+        .map(|(follower, own)| follower.or(own).unwrap_or_else(|| Err(IntakeError::Storage(anyhow::anyhow!("no result")))))
+        .collect();
     Ok(out)
 }
 

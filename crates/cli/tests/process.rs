@@ -1,0 +1,168 @@
+//! The `voronka` binary as a process: durability under kill -9, graceful shutdown, two
+//! servers on one database, and the CLI commands.
+
+use serde_json::json;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use voronka_testkit::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_voronka");
+
+/// Posts leads with distinct phones from `workers` tasks until `stop` is set or the server
+/// goes away; returns the ids of leads whose creation was acknowledged, and any 5xx seen.
+async fn storm(addr: std::net::SocketAddr, token: String, workers: usize, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<String>, Vec<u16>) {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let bad = Arc::new(Mutex::new(Vec::new()));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let (token, acked, bad, stop) = (token.clone(), acked.clone(), bad.clone(), stop.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let body = json!({"phone": format!("+79{:02}{:07}", w, i), "name": format!("storm {w}/{i}")});
+                    match try_send(addr, json_request(addr, "POST", "/api/v1/leads", Some(&token), Some(&body))).await {
+                        Ok(r) if r.status == 201 => acked.lock().unwrap().push(r.json()["id"].as_str().unwrap().to_string()),
+                        Ok(r) if r.status >= 500 => bad.lock().unwrap().push(r.status),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    futures_util::future::join_all(tasks).await;
+    let a = acked.lock().unwrap().clone();
+    let b = bad.lock().unwrap().clone();
+    (a, b)
+}
+
+async fn wait_for(count: impl Fn() -> usize, at_least: usize, limit: Duration) {
+    let start = Instant::now();
+    while count() < at_least && start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn assert_all_present(url: &str, acked: &[String]) {
+    let token = admin_token(url).await;
+    let srv = ServerProcess::start(BIN, url, &[]).await;
+    let mut missing = 0;
+    for id in acked {
+        let r = send(srv.addr, json_request(srv.addr, "GET", &format!("/api/v1/leads/{id}"), Some(&token), None)).await;
+        if r.status != 200 {
+            missing += 1;
+        }
+    }
+    assert_eq!(missing, 0, "{missing} of {} acknowledged leads are missing", acked.len());
+}
+
+#[tokio::test]
+async fn kill_9_during_a_write_storm_loses_no_acknowledged_lead() {
+    let db = TestDb::new().await;
+    let token = admin_token(&db.url).await;
+    let mut srv = ServerProcess::start(BIN, &db.url, &[]).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm_task = tokio::spawn(storm(srv.addr, token, 32, stop.clone()));
+    // Let a few hundred leads through, then pull the plug mid-storm.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    srv.signal("KILL");
+    let _ = srv.child.wait().await;
+    let (acked, bad) = storm_task.await.unwrap();
+    assert!(bad.is_empty(), "5xx during the storm: {bad:?}");
+    assert!(acked.len() > 50, "only {} leads acknowledged before the kill", acked.len());
+    assert_all_present(&db.url, &acked).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_and_exits_cleanly() {
+    let db = TestDb::new().await;
+    let token = admin_token(&db.url).await;
+    let mut srv = ServerProcess::start(BIN, &db.url, &[]).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let storm_task = tokio::spawn(storm(srv.addr, token, 16, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    srv.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(30), srv.child.wait()).await.expect("exits after SIGTERM").unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(status.success(), "exit status {status}");
+    let (acked, bad) = storm_task.await.unwrap();
+    assert!(bad.is_empty(), "5xx during shutdown: {bad:?}");
+    assert!(!acked.is_empty());
+    assert_all_present(&db.url, &acked).await;
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_make_one_lead_per_person() {
+    let db = TestDb::new().await;
+    let token = admin_token(&db.url).await;
+    let a = ServerProcess::start(BIN, &db.url, &[]).await;
+    let b = ServerProcess::start(BIN, &db.url, &[]).await;
+    let mut pairs = Vec::new();
+    for i in 0..40 {
+        let phone_a = format!("+7901{:07}", i);
+        let phone_b = format!("8 (901) {:03}-{:02}-{:02}", i / 10000, (i / 100) % 100, i % 100);
+        let (ra, rb) = tokio::join!(
+            send(a.addr, json_request(a.addr, "POST", "/api/v1/leads", Some(&token), Some(&json!({"phone": phone_a})))),
+            send(b.addr, json_request(b.addr, "POST", "/api/v1/leads", Some(&token), Some(&json!({"phone": phone_b})))),
+        );
+        pairs.push((ra, rb));
+    }
+    let mut ids = HashSet::new();
+    for (ra, rb) in &pairs {
+        let mut st = [ra.status, rb.status];
+        st.sort();
+        assert_eq!(st, [200, 201], "{} / {}", ra.text(), rb.text());
+        assert_eq!(ra.json()["id"], rb.json()["id"]);
+        ids.insert(ra.json()["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(ids.len(), 40);
+    let page = send(a.addr, json_request(a.addr, "GET", "/api/v1/leads?limit=500", Some(&token), None)).await.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 40);
+}
+
+fn voronka(args: &[&str], url: &str) -> std::process::Output {
+    std::process::Command::new(BIN).args(args).env("VORONKA_DATABASE_URL", url).output().expect("run voronka")
+}
+
+#[tokio::test]
+async fn cli_commands_print_only_what_they_create() {
+    let db = TestDb::new().await;
+    let out = voronka(&["migrate"], &db.url);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = voronka(&["token", "create", "--name", "site", "--scope", "leads:write"], &db.url);
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    assert!(token.starts_with("vk_") && token.trim_end().lines().count() == 1, "{token:?}");
+    let out = voronka(&["form", "create", "--name", "Лендинг", "--thank-you", "https://site.ru/thanks"], &db.url);
+    let form_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(form_key.starts_with("f_"));
+    let out = voronka(&["site", "create", "--name", "Сайт", "--origin", "https://site.ru"], &db.url);
+    assert!(String::from_utf8(out.stdout).unwrap().starts_with("s_"));
+    let bad = voronka(&["token", "create", "--name", "x", "--scope", "root"], &db.url);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
+
+    // The token and the form work against a server on the same database.
+    let srv = ServerProcess::start(BIN, &db.url, &[]).await;
+    let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", Some(token.trim()), Some(&json!({"phone": "+79001234567"})))).await;
+    assert_eq!(r.status, 201);
+    let r = send(srv.addr, json_request(srv.addr, "POST", &format!("/f/{form_key}"), None, Some(&json!({"phone": "+79001234568"})))).await;
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_is_a_one_line_error() {
+    for url in ["sqlite:///nonexistent-dir/x/voronka.db", "postgres://nobody@127.0.0.1:1/none", "mysql://x@y/z"] {
+        let out = voronka(&["migrate"], url);
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{url}: {err}");
+        assert!(lines[0].starts_with("error: "), "{err}");
+        let out = std::process::Command::new(BIN).args(["serve", "--database-url", url, "--listen", "127.0.0.1:0"]).output().unwrap();
+        assert!(!out.status.success());
+    }
+}

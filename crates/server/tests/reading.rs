@@ -1,0 +1,140 @@
+//! Reading leads: one by id, the filtered list, search, cursor pagination, the timeline.
+
+use voronka_testkit::*;
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use voronka_domain::LeadStatus;
+
+fn ids(page: &Value) -> Vec<String> {
+    page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test]
+async fn search_finds_a_phone_typed_in_any_format() {
+    let app = spawn_app().await;
+    let target = app.lead(json!({"name": "Иван Петров", "phone": "+79215551234", "company": "ООО Ромашка", "email": "ivan@romashka.ru"})).await.json();
+    app.lead(json!({"name": "Мария", "phone": "+79035550000", "company": "Василёк"})).await;
+    for q in ["8 (921) 555-12-34", "+7 921 5551234", "89215551234", "921-555-12", "5551234"] {
+        let page = app.list(&format!("q={}", urlencode(q))).await;
+        assert_eq!(ids(&page), vec![target["id"].as_str().unwrap().to_string()], "q={q}");
+    }
+    for q in ["иван", "ПЕТРОВ", "ромашка", "ivan@romashka", "Romashka.RU"] {
+        let page = app.list(&format!("q={}", urlencode(q))).await;
+        assert_eq!(ids(&page).len(), 1, "q={q}");
+    }
+    assert_eq!(ids(&app.list("q=%25").await).len(), 0, "a % is a character, not a wildcard");
+    assert_eq!(ids(&app.list("q=_").await).len(), 0);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_combine() {
+    let app = spawn_app().await;
+    let a = app.lead(json!({"phone": "+79000000001", "channel": "web_form", "campaign": "spring"})).await.json();
+    let b = app.lead(json!({"phone": "+79000000002", "channel": "call"})).await.json();
+    let c = app.lead(json!({"phone": "+79000000003", "channel": "call", "campaign": "spring"})).await.json();
+    app.store.set_status(b["id"].as_str().unwrap().parse().unwrap(), LeadStatus::Refused, Some("price"), None).await.unwrap();
+    let set = |p: &Value| ids(p).into_iter().collect::<HashSet<_>>();
+    let s = |v: &Value| v["id"].as_str().unwrap().to_string();
+    assert_eq!(set(&app.list("channel=call").await), HashSet::from([s(&b), s(&c)]));
+    assert_eq!(set(&app.list("channel=call&status=new").await), HashSet::from([s(&c)]));
+    assert_eq!(set(&app.list("status=refused,new&campaign=spring").await), HashSet::from([s(&a), s(&c)]));
+    assert_eq!(set(&app.list("channel=web_form,call&status=refused").await), HashSet::from([s(&b)]));
+    assert_eq!(set(&app.list("owner=none").await).len(), 3);
+    assert_eq!(set(&app.list("min_score=1").await).len(), 0);
+    assert_eq!(set(&app.list("min_score=0").await).len(), 3);
+    assert_eq!(set(&app.list("created_from=2000-01-01").await).len(), 3);
+    assert_eq!(set(&app.list("created_to=2000-01-01").await).len(), 0);
+    assert_eq!(set(&app.list("owner=0190f5c2-0000-7000-8000-000000000000").await).len(), 0);
+}
+
+#[tokio::test]
+async fn bad_list_parameters_are_named() {
+    let app = spawn_app().await;
+    let r = app.get("/api/v1/leads?status=lost&limit=0&min_score=x&created_from=yesterday&sort=random&cursor=zzz&colour=red", Some(&app.token)).await;
+    assert_eq!(r.status, 422);
+    let e = r.json();
+    let fields: Vec<&String> = e["error"]["fields"].as_object().unwrap().keys().collect();
+    assert_eq!(fields, vec!["colour", "created_from", "cursor", "limit", "min_score", "sort", "status"]);
+}
+
+#[tokio::test]
+async fn cursor_pagination_visits_every_lead_once_newest_first() {
+    let app = spawn_app().await;
+    let mut created = Vec::new();
+    for i in 0..23 {
+        let r = app.lead(json!({"phone": format!("+7900100{:04}", i)})).await;
+        created.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("limit=5&cursor={c}"),
+            None => "limit=5".into(),
+        };
+        let page = app.list(&q).await;
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    created.reverse();
+    assert_eq!(seen, created);
+    // Oldest first, too.
+    let page = app.list("sort=created_asc&limit=3").await;
+    assert_eq!(ids(&page), created.iter().rev().take(3).cloned().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn score_sort_pages_without_gaps() {
+    let app = spawn_app().await;
+    for i in 0..12 {
+        app.lead(json!({"phone": format!("+7900200{:04}", i)})).await;
+    }
+    let mut seen = HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("sort=score&limit=4&cursor={c}"),
+            None => "sort=score&limit=4".into(),
+        };
+        let page = app.list(&q).await;
+        for id in ids(&page) {
+            assert!(seen.insert(id), "a lead on two pages");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 12);
+}
+
+#[tokio::test]
+async fn the_timeline_pages_newest_first() {
+    let app = spawn_app().await;
+    let id = app.lead(json!({"phone": "+79001234567"})).await.json()["id"].as_str().unwrap().to_string();
+    for _ in 0..4 {
+        app.lead(json!({"phone": "+79001234567"})).await;
+    }
+    let first = app.get(&format!("/api/v1/leads/{id}/timeline?limit=3"), Some(&app.token)).await.json();
+    assert_eq!(first["items"].as_array().unwrap().len(), 3);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = app.get(&format!("/api/v1/leads/{id}/timeline?limit=3&cursor={cursor}"), Some(&app.token)).await.json();
+    let kinds: Vec<&str> = second["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["repeat_request", "lead_created"]);
+    assert!(second["next_cursor"].is_null());
+    let item = &first["items"][0];
+    assert_eq!(item["actor"], "token:test");
+    assert!(item["at"].as_str().unwrap().ends_with('Z'));
+}

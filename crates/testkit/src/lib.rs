@@ -1,0 +1,249 @@
+//! Shared test harness: a fresh database per test on the backend chosen by
+//! `VORONKA_TEST_BACKEND` (`sqlite`, the default, or `postgres`), an app on port 0, and a
+//! small HTTP client.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::header::HeaderMap;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use voronka_domain::{Clock, SystemClock};
+use voronka_server::{AppConfig, AppState};
+use voronka_store::{Store, StoreConfig};
+
+pub fn backend() -> String {
+    std::env::var("VORONKA_TEST_BACKEND").unwrap_or_else(|_| "sqlite".into())
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("VORONKA_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test and is removed afterwards.
+pub struct TestDb {
+    pub url: String,
+    pg_name: Option<String>,
+    _dir: Option<TempDir>,
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!("voronka_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand::random::<u32>()));
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        match backend().as_str() {
+            "sqlite" => {
+                let dir = TempDir::new();
+                let url = format!("sqlite://{}", dir.0.join("test.db").display());
+                TestDb { url, pg_name: None, _dir: Some(dir) }
+            }
+            "postgres" => {
+                static N: AtomicU32 = AtomicU32::new(0);
+                let prefix = std::env::var("VORONKA_TEST_PG_PREFIX").unwrap_or_else(|_| "voronka_test".into());
+                let name = format!("{prefix}_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand::random::<u16>());
+                let url = voronka_store::provision::create_pg_database(&pg_admin_url(), &name)
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL is required for VORONKA_TEST_BACKEND=postgres: {e:#}"));
+                TestDb { url, pg_name: Some(name), _dir: None }
+            }
+            other => panic!("unknown VORONKA_TEST_BACKEND {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            let admin = pg_admin_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let _ = rt.block_on(voronka_store::provision::drop_pg_database(&admin, &name));
+            })
+            .join();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub db: TestDb,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppConfig::default(), Arc::new(SystemClock)).await
+}
+
+pub async fn spawn_app_with(cfg: AppConfig, clock: Arc<dyn Clock>) -> TestApp {
+    let db = TestDb::new().await;
+    let store = Store::open(&StoreConfig::new(&db.url), clock).await.expect("open store");
+    let (_, token) = store.create_token("test", &["admin".to_string()]).await.expect("token");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState::new(store.clone(), cfg);
+    tokio::spawn(async move {
+        let _ = voronka_server::serve(listener, state, std::future::pending()).await;
+    });
+    TestApp { addr, store, db, token }
+}
+
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(String::from)
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends one request on a new connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    Resp { status, headers, body }
+}
+
+impl TestApp {
+    pub fn req(&self, method: &str, path: &str) -> hyper::http::request::Builder {
+        Request::builder().method(method).uri(path).header("host", self.addr.to_string())
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: &Value) -> Resp {
+        let mut r = self.req("POST", path).header("content-type", "application/json");
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        send(self.addr, r.body(Full::new(Bytes::from(body.to_string()))).expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Resp {
+        let mut r = self.req("GET", path);
+        if let Some(t) = token {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        send(self.addr, r.body(Full::new(Bytes::new())).expect("request")).await
+    }
+
+    /// `POST /api/v1/leads` with the app's admin token.
+    pub async fn lead(&self, body: Value) -> Resp {
+        self.post_json("/api/v1/leads", Some(&self.token), &body).await
+    }
+
+    pub async fn token_with(&self, scopes: &[&str]) -> String {
+        let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+        self.store.create_token("scoped", &scopes).await.expect("token").1
+    }
+
+    pub async fn list(&self, query: &str) -> Value {
+        let r = self.get(&format!("/api/v1/leads?{query}"), Some(&self.token)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+}
+
+/// A `voronka serve` child process on a free port.
+pub struct ServerProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `bin serve` on `url` and waits for its `listening on` line.
+    pub async fn start(bin: &str, url: &str, extra: &[&str]) -> ServerProcess {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .args(extra)
+            .env("VORONKA_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn voronka serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
+            .await
+            .expect("server start timed out")
+            .expect("read stdout")
+            .expect("server exited before listening");
+        let addr = line.strip_prefix("listening on http://").expect("listening line").parse().expect("address");
+        ServerProcess { child, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill").success();
+        assert!(ok, "kill -{sig} failed");
+    }
+}
+
+/// A request to `addr` with an optional bearer token and JSON body.
+pub fn json_request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Request<Full<Bytes>> {
+    let mut r = Request::builder().method(method).uri(path).header("host", addr.to_string());
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    let body = match body {
+        Some(b) => {
+            r = r.header("content-type", "application/json");
+            Bytes::from(b.to_string())
+        }
+        None => Bytes::new(),
+    };
+    r.body(Full::new(body)).expect("request")
+}
+
+/// Like `send`, but a refused or dropped connection is an `Err`, not a panic.
+pub async fn try_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Resp { status, headers, body })
+}
+
+/// Opens the database at `url` and creates an admin token.
+pub async fn admin_token(url: &str) -> String {
+    let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await.expect("open store");
+    let (_, token) = store.create_token("test", &["admin".to_string()]).await.expect("token");
+    store.close().await;
+    token
+}
