@@ -264,9 +264,8 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     let host = addr.to_string();
 
     let h = host.clone();
-    let health: MakeReq = Arc::new(move |_| {
-        Request::get("/healthz").header("host", h.as_str()).body(Full::new(Bytes::new())).expect("static request")
-    });
+    let health: MakeReq =
+        Arc::new(move |_| Request::get("/healthz").header("host", h.as_str()).body(Full::new(Bytes::new())).expect("static request"));
     let auth = format!("Bearer {token}");
     let salt = (chrono::Utc::now().timestamp_micros() as u64) % 1_000_003;
     let post: MakeReq = Arc::new(move |n| {

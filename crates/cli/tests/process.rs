@@ -4,14 +4,19 @@
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use voronka_testkit::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_voronka");
 
 /// Posts leads with distinct phones from `workers` tasks until `stop` is set or the server
 /// goes away; returns the ids of leads whose creation was acknowledged, and any 5xx seen.
-async fn storm(addr: std::net::SocketAddr, token: String, workers: usize, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<String>, Vec<u16>) {
+async fn storm(
+    addr: std::net::SocketAddr,
+    token: String,
+    workers: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<String>, Vec<u16>) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let bad = Arc::new(Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..workers)
@@ -37,13 +42,6 @@ async fn storm(addr: std::net::SocketAddr, token: String, workers: usize, stop: 
     let a = acked.lock().unwrap().clone();
     let b = bad.lock().unwrap().clone();
     (a, b)
-}
-
-async fn wait_for(count: impl Fn() -> usize, at_least: usize, limit: Duration) {
-    let start = Instant::now();
-    while count() < at_least && start.elapsed() < limit {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn assert_all_present(url: &str, acked: &[String]) {
@@ -147,7 +145,8 @@ async fn cli_commands_print_only_what_they_create() {
 
     // The token and the form work against a server on the same database.
     let srv = ServerProcess::start(BIN, &db.url, &[]).await;
-    let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", Some(token.trim()), Some(&json!({"phone": "+79001234567"})))).await;
+    let r =
+        send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", Some(token.trim()), Some(&json!({"phone": "+79001234567"})))).await;
     assert_eq!(r.status, 201);
     let r = send(srv.addr, json_request(srv.addr, "POST", &format!("/f/{form_key}"), None, Some(&json!({"phone": "+79001234568"})))).await;
     assert_eq!(r.status, 200);

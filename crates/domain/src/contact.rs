@@ -38,10 +38,10 @@ impl Phone {
         if !(7..=17).contains(&digits) || raw.len() > 40 {
             return None;
         }
-        if region.0 == country::Id::RU {
-            if let Some(national) = ru_mobile(raw) {
-                return Some(Phone(format!("+7{national}")));
-            }
+        if region.0 == country::Id::RU
+            && let Some(national) = ru_mobile(raw)
+        {
+            return Some(Phone(format!("+7{national}")));
         }
         Self::parse_full(raw, region)
     }
@@ -69,11 +69,11 @@ impl Phone {
     pub fn search_forms(&self) -> Vec<String> {
         let digits: String = self.0.chars().filter(|c| c.is_ascii_digit()).collect();
         let mut out = vec![digits.clone()];
-        if let Some(national) = digits.strip_prefix('7') {
-            if national.len() == 10 {
-                out.push(format!("8{national}"));
-                out.push(national.to_string());
-            }
+        if let Some(national) = digits.strip_prefix('7')
+            && national.len() == 10
+        {
+            out.push(format!("8{national}"));
+            out.push(national.to_string());
         }
         out
     }
@@ -125,11 +125,40 @@ pub struct Email(String);
 
 /// Public mail services: an address there says nothing about a company.
 pub const FREE_MAIL_DOMAINS: &[&str] = &[
-    "gmail.com", "googlemail.com", "mail.ru", "yandex.ru", "ya.ru", "yandex.com", "bk.ru",
-    "list.ru", "inbox.ru", "internet.ru", "rambler.ru", "yahoo.com", "hotmail.com",
-    "outlook.com", "live.com", "msn.com", "icloud.com", "me.com", "mac.com", "aol.com",
-    "proton.me", "protonmail.com", "gmx.com", "gmx.de", "zoho.com", "yandex.by", "yandex.kz",
-    "ukr.net", "tut.by", "mail.com", "qip.ru", "lenta.ru", "autorambler.ru", "myrambler.ru",
+    "gmail.com",
+    "googlemail.com",
+    "mail.ru",
+    "yandex.ru",
+    "ya.ru",
+    "yandex.com",
+    "bk.ru",
+    "list.ru",
+    "inbox.ru",
+    "internet.ru",
+    "rambler.ru",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "live.com",
+    "msn.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "proton.me",
+    "protonmail.com",
+    "gmx.com",
+    "gmx.de",
+    "zoho.com",
+    "yandex.by",
+    "yandex.kz",
+    "ukr.net",
+    "tut.by",
+    "mail.com",
+    "qip.ru",
+    "lenta.ru",
+    "autorambler.ru",
+    "myrambler.ru",
 ];
 
 impl Email {
@@ -177,11 +206,7 @@ impl Messenger {
     pub fn parse(raw: &str, region: PhoneRegion) -> Option<Messenger> {
         let s = raw.trim();
         let lower = s.to_lowercase();
-        let bare = lower
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_start_matches("www.")
-            .trim_end_matches('/');
+        let bare = lower.trim_start_matches("https://").trim_start_matches("http://").trim_start_matches("www.").trim_end_matches('/');
         let (kind, rest) = if let Some(r) = bare.strip_prefix('@') {
             ("telegram", r)
         } else if let Some(r) = strip_any(bare, &["t.me/", "telegram.me/", "tg:", "telegram:"]) {
@@ -201,7 +226,13 @@ impl Messenger {
                 ok.then(|| Messenger(format!("telegram:{rest}")))
             }
             "whatsapp" => {
-                let number = if rest.starts_with('+') { rest.to_string() } else if rest.len() >= 11 { format!("+{rest}") } else { rest.to_string() };
+                let number = if rest.starts_with('+') {
+                    rest.to_string()
+                } else if rest.len() >= 11 {
+                    format!("+{rest}")
+                } else {
+                    rest.to_string()
+                };
                 Phone::parse(&number, region).map(|p| Messenger(format!("whatsapp:{}", p.as_str())))
             }
             _ => {
@@ -272,7 +303,7 @@ mod tests {
         }
         // Not a mobile: the full rules decide.
         for s in ["+7 495 123-45-67", "+77012345678", "+8 921 555 12 34", "9215551234567"] {
-            assert_eq!(Phone::parse(&s, r), Phone::parse_full(&s, r), "{s}");
+            assert_eq!(Phone::parse(s, r), Phone::parse_full(s, r), "{s}");
         }
     }
 

@@ -20,9 +20,7 @@ impl Lang {
         for part in header.split(',') {
             let mut it = part.split(';');
             let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = it
-                .find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.parse::<f32>().ok()))
-                .unwrap_or(1.0);
+            let q = it.find_map(|p| p.trim().strip_prefix("q=").and_then(|v| v.parse::<f32>().ok())).unwrap_or(1.0);
             let lang = if tag == "ru" || tag.starts_with("ru-") {
                 Lang::Ru
             } else if tag == "en" || tag.starts_with("en-") {
@@ -93,10 +91,8 @@ pub mod texts {
     use super::Text;
     pub const INVALID_PHONE: Text = Text::new("not a valid phone number", "некорректный номер телефона");
     pub const INVALID_EMAIL: Text = Text::new("not a valid e-mail address", "некорректный адрес e-mail");
-    pub const INVALID_MESSENGER: Text = Text::new(
-        "not a messenger id: use @telegram, wa:+7…, vk.com/…",
-        "не похоже на мессенджер: укажите @telegram, wa:+7…, vk.com/…",
-    );
+    pub const INVALID_MESSENGER: Text =
+        Text::new("not a messenger id: use @telegram, wa:+7…, vk.com/…", "не похоже на мессенджер: укажите @telegram, wa:+7…, vk.com/…");
     pub const TOO_LONG: Text = Text::new("too long", "слишком длинное значение");
     pub const NOT_STRING: Text = Text::new("must be a string", "должно быть строкой");
     pub const NOT_NUMBER: Text = Text::new("must be a number", "должно быть числом");
@@ -117,8 +113,6 @@ pub mod texts {
         "допустимо до 100 латинских букв, цифр, '-', '_', '.' или ':'",
     );
     pub const TOO_MANY_FIELDS: Text = Text::new("too many custom fields (at most 50)", "слишком много своих полей (не более 50)");
-    pub const CONTACT_REQUIRED: Text = Text::new(
-        "a usable phone, e-mail or messenger is required",
-        "нужен корректный телефон, e-mail или мессенджер",
-    );
+    pub const CONTACT_REQUIRED: Text =
+        Text::new("a usable phone, e-mail or messenger is required", "нужен корректный телефон, e-mail или мессенджер");
 }

@@ -230,10 +230,10 @@ impl Raw {
         let region = defaults.region;
         let errors = &mut self.errors;
         for (k, limit) in TEXT_LIMITS {
-            if let Some(s) = self.text.get(k) {
-                if s.chars().count() > *limit {
-                    errors.add(*k, texts::TOO_LONG);
-                }
+            if let Some(s) = self.text.get(k)
+                && s.chars().count() > *limit
+            {
+                errors.add(*k, texts::TOO_LONG);
             }
         }
         let mut utm = [None, None, None, None, None];
@@ -288,10 +288,10 @@ impl Raw {
             }
             None => defaults.channel.clone(),
         };
-        if let Some(b) = self.budget {
-            if b < 0.0 {
-                errors.add("budget", texts::NEGATIVE);
-            }
+        if let Some(b) = self.budget
+            && b < 0.0
+        {
+            errors.add("budget", texts::NEGATIVE);
         }
         if self.fields.len() > MAX_CUSTOM_FIELDS {
             errors.add("fields", texts::TOO_MANY_FIELDS);
@@ -479,7 +479,13 @@ impl NewLead {
     }
 }
 
-pub fn search_text(name: Option<&str>, company: Option<&str>, email: Option<&str>, phone: Option<&Phone>, messenger: Option<&str>) -> String {
+pub fn search_text(
+    name: Option<&str>,
+    company: Option<&str>,
+    email: Option<&str>,
+    phone: Option<&Phone>,
+    messenger: Option<&str>,
+) -> String {
     let mut s = String::new();
     for part in [name, company, email, messenger].into_iter().flatten() {
         s.push_str(&part.to_lowercase());
@@ -507,7 +513,6 @@ pub fn search_needle(q: &str, region: PhoneRegion) -> String {
     }
     t.to_lowercase()
 }
-
 
 #[cfg(test)]
 mod tests {

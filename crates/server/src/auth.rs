@@ -21,11 +21,7 @@ impl TokenCache {
     pub async fn authorize(&self, store: &Store, headers: &HeaderMap, scope: &'static str) -> Result<TokenInfo, ApiError> {
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
         let hash = hash_token(token);
-        let cached = self
-            .map
-            .read()
-            .ok()
-            .and_then(|m| m.get(&hash).filter(|(_, at)| at.elapsed() < TTL).map(|(t, _)| t.clone()));
+        let cached = self.map.read().ok().and_then(|m| m.get(&hash).filter(|(_, at)| at.elapsed() < TTL).map(|(t, _)| t.clone()));
         let info = match cached {
             Some(t) => t,
             None => {

@@ -80,7 +80,9 @@ impl ApiError {
     pub fn message(&self, lang: Lang) -> String {
         let t = |en: &str, ru: &str| if lang == Lang::Ru { ru.to_string() } else { en.to_string() };
         match self {
-            ApiError::Unauthorized => t("A valid API token is required: Authorization: Bearer TOKEN", "Нужен действующий API-токен: Authorization: Bearer TOKEN"),
+            ApiError::Unauthorized => {
+                t("A valid API token is required: Authorization: Bearer TOKEN", "Нужен действующий API-токен: Authorization: Bearer TOKEN")
+            }
             ApiError::Forbidden(scope) => match lang {
                 Lang::Ru => format!("У токена нет права {scope}"),
                 Lang::En => format!("The token lacks the scope {scope}"),
@@ -97,15 +99,13 @@ impl ApiError {
             },
             ApiError::PayloadTooLarge => t("The body is over the size limit", "Тело запроса больше допустимого"),
             ApiError::RateLimited { .. } => t("Too many requests; retry later", "Слишком много запросов; повторите позже"),
-            ApiError::ContactRequired(_) => t(
-                "A usable phone, e-mail or messenger is required",
-                "Нужен корректный телефон, e-mail или мессенджер",
-            ),
+            ApiError::ContactRequired(_) => {
+                t("A usable phone, e-mail or messenger is required", "Нужен корректный телефон, e-mail или мессенджер")
+            }
             ApiError::InvalidFields(_) => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
-            ApiError::IdempotencyConflict => t(
-                "This Idempotency-Key was used with a different body",
-                "Этот Idempotency-Key уже использован с другим телом запроса",
-            ),
+            ApiError::IdempotencyConflict => {
+                t("This Idempotency-Key was used with a different body", "Этот Idempotency-Key уже использован с другим телом запроса")
+            }
             ApiError::Unavailable => t("The service is temporarily unavailable", "Сервис временно недоступен"),
             ApiError::Internal(_) => t("Internal error", "Внутренняя ошибка"),
         }
@@ -180,10 +180,6 @@ impl From<voronka_domain::lead::Rejection> for ApiError {
 
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> ApiError {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::MalformedJson(r.body_text())
-        }
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::MalformedJson(r.body_text()) }
     }
 }

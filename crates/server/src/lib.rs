@@ -4,8 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod error;
-pub mod ops;
 pub mod openapi;
+pub mod ops;
 pub mod public;
 
 use axum::Router;
@@ -96,10 +96,12 @@ async fn observe(req: Request, next: Next) -> Response {
 
 /// Serves until `shutdown` resolves; in-flight requests finish first. Prints
 /// `listening on http://ADDR` once the listener accepts.
-pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let app = router(state);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! The public form endpoint `POST /f/{form_key}`.
 
 use bytes::Bytes;
-use voronka_testkit::*;
 use http_body_util::Full;
 use serde_json::json;
 use voronka_server::AppConfig;
 use voronka_store::{CountOf, FormSpec};
+use voronka_testkit::*;
 
 async fn form(app: &TestApp, thank_you: Option<&str>) -> String {
     let spec = FormSpec { name: "Лендинг".into(), thank_you_url: thank_you.map(String::from), ..Default::default() };
@@ -76,7 +76,8 @@ async fn a_json_form_gets_a_json_answer() {
 async fn a_filled_honeypot_is_answered_as_success_and_kept_as_spam() {
     let app = spawn_app().await;
     let key = form(&app, Some("https://site.ru/thanks")).await;
-    let r = send(app.addr, post(&app, &key, "application/x-www-form-urlencoded", "name=Bot&phone=%2B79001234567&_hp=http%3A%2F%2Fspam")).await;
+    let r =
+        send(app.addr, post(&app, &key, "application/x-www-form-urlencoded", "name=Bot&phone=%2B79001234567&_hp=http%3A%2F%2Fspam")).await;
     assert_eq!(r.status, 303);
     assert_eq!(app.store.count(CountOf::Leads).await.unwrap(), 0);
     assert_eq!(app.store.spam_count().await.unwrap(), 1);
@@ -120,7 +121,13 @@ async fn the_form_mapping_is_applied() {
     let mut map = serde_json::Map::new();
     map.insert("your-phone".into(), json!("phone"));
     map.insert("contact_mail".into(), json!("email"));
-    let spec = FormSpec { name: "CF7".into(), field_map: map, channel: Some("callback".into()), campaign: Some("autumn".into()), ..Default::default() };
+    let spec = FormSpec {
+        name: "CF7".into(),
+        field_map: map,
+        channel: Some("callback".into()),
+        campaign: Some("autumn".into()),
+        ..Default::default()
+    };
     let key = app.store.create_form(&spec).await.unwrap().form_key;
     let r = send(app.addr, post(&app, &key, "application/x-www-form-urlencoded", "your-phone=89001234567&contact_mail=a%40b.ru")).await;
     assert_eq!(r.status, 200);
@@ -154,7 +161,11 @@ async fn unknown_forms_oversized_bodies_and_odd_content_types_are_refused() {
     let r = send(app.addr, post(&app, "f_nope", "application/json", "{}")).await;
     assert_eq!(r.status, 404);
     let key = form(&app, None).await;
-    let r = send(app.addr, post(&app, &key, "application/x-www-form-urlencoded", format!("phone=%2B79001234567&message={}", "a".repeat(80_000)))).await;
+    let r = send(
+        app.addr,
+        post(&app, &key, "application/x-www-form-urlencoded", format!("phone=%2B79001234567&message={}", "a".repeat(80_000))),
+    )
+    .await;
     assert_eq!(r.status, 413);
     let r = send(app.addr, post(&app, &key, "text/xml", "<phone>1</phone>")).await;
     assert_eq!(r.status, 415);

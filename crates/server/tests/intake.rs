@@ -1,10 +1,10 @@
 //! Lead intake over `POST /api/v1/leads`: normalisation, dedup, idempotency, validation.
 //! Runs on the backend named by VORONKA_TEST_BACKEND.
 
-use voronka_testkit::*;
 use serde_json::{Value, json};
 use voronka_domain::LeadStatus;
 use voronka_store::CountOf;
+use voronka_testkit::*;
 
 #[tokio::test]
 async fn every_phone_format_of_the_spec_reaches_one_lead() {
@@ -90,7 +90,8 @@ async fn a_junk_lead_also_makes_a_returning_lead() {
 async fn two_concurrent_submissions_with_one_phone_make_one_lead_and_one_repeat() {
     for _ in 0..5 {
         let app = spawn_app().await;
-        let (a, b) = tokio::join!(app.lead(json!({"phone": "+79005556677", "name": "A"})), app.lead(json!({"phone": "89005556677", "name": "B"})));
+        let (a, b) =
+            tokio::join!(app.lead(json!({"phone": "+79005556677", "name": "A"})), app.lead(json!({"phone": "89005556677", "name": "B"})));
         let mut statuses = vec![a.status, b.status];
         statuses.sort();
         assert_eq!(statuses, vec![200, 201]);
@@ -158,7 +159,11 @@ async fn a_hundred_concurrent_requests_with_one_key_make_one_lead() {
     });
     let results = futures_util::future::join_all(futs).await;
     let odd: Vec<u16> = results.iter().map(|r| r.status).filter(|s| *s != 201).collect();
-    assert!(odd.is_empty(), "statuses other than 201: {odd:?}; first body: {}", results.iter().find(|r| r.status != 201).map(|r| r.text()).unwrap_or_default());
+    assert!(
+        odd.is_empty(),
+        "statuses other than 201: {odd:?}; first body: {}",
+        results.iter().find(|r| r.status != 201).map(|r| r.text()).unwrap_or_default()
+    );
     let ids: std::collections::HashSet<String> = results.iter().map(|r| r.json()["id"].as_str().unwrap().to_string()).collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(app.store.count(CountOf::Leads).await.unwrap(), 1);
@@ -350,7 +355,11 @@ async fn the_answer_carries_every_api_field() {
 #[tokio::test]
 async fn unknown_lead_ids_are_404() {
     let app = spawn_app().await;
-    for path in ["/api/v1/leads/0190f5c2-0000-7000-8000-000000000000", "/api/v1/leads/not-a-uuid", "/api/v1/leads/0190f5c2-0000-7000-8000-000000000000/timeline"] {
+    for path in [
+        "/api/v1/leads/0190f5c2-0000-7000-8000-000000000000",
+        "/api/v1/leads/not-a-uuid",
+        "/api/v1/leads/0190f5c2-0000-7000-8000-000000000000/timeline",
+    ] {
         let r = app.get(path, Some(&app.token)).await;
         assert_eq!(r.status, 404, "{path}");
         assert_eq!(r.json()["error"]["code"], "not_found");

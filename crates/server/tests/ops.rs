@@ -1,7 +1,7 @@
 //! Operations endpoints and the OpenAPI document.
 
-use voronka_testkit::*;
 use serde_json::json;
+use voronka_testkit::*;
 
 #[tokio::test]
 async fn health_and_readiness() {

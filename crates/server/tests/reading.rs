@@ -1,9 +1,9 @@
 //! Reading leads: one by id, the filtered list, search, cursor pagination, the timeline.
 
-use voronka_testkit::*;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use voronka_domain::LeadStatus;
+use voronka_testkit::*;
 
 fn ids(page: &Value) -> Vec<String> {
     page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect()
@@ -12,7 +12,10 @@ fn ids(page: &Value) -> Vec<String> {
 #[tokio::test]
 async fn search_finds_a_phone_typed_in_any_format() {
     let app = spawn_app().await;
-    let target = app.lead(json!({"name": "Иван Петров", "phone": "+79215551234", "company": "ООО Ромашка", "email": "ivan@romashka.ru"})).await.json();
+    let target = app
+        .lead(json!({"name": "Иван Петров", "phone": "+79215551234", "company": "ООО Ромашка", "email": "ivan@romashka.ru"}))
+        .await
+        .json();
     app.lead(json!({"name": "Мария", "phone": "+79035550000", "company": "Василёк"})).await;
     for q in ["8 (921) 555-12-34", "+7 921 5551234", "89215551234", "921-555-12", "5551234"] {
         let page = app.list(&format!("q={}", urlencode(q))).await;
@@ -59,7 +62,9 @@ async fn filters_combine() {
 #[tokio::test]
 async fn bad_list_parameters_are_named() {
     let app = spawn_app().await;
-    let r = app.get("/api/v1/leads?status=lost&limit=0&min_score=x&created_from=yesterday&sort=random&cursor=zzz&colour=red", Some(&app.token)).await;
+    let r = app
+        .get("/api/v1/leads?status=lost&limit=0&min_score=x&created_from=yesterday&sort=random&cursor=zzz&colour=red", Some(&app.token))
+        .await;
     assert_eq!(r.status, 422);
     let e = r.json();
     let fields: Vec<&String> = e["error"]["fields"].as_object().unwrap().keys().collect();

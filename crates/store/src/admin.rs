@@ -189,10 +189,10 @@ impl Store {
         if spec.name.trim().is_empty() {
             return Err(StoreError::Invalid("the form needs a name".into()));
         }
-        if let Some(u) = &spec.thank_you_url {
-            if !(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) || u.len() > 2048 {
-                return Err(StoreError::Invalid("the thank-you URL must start with https://, http:// or /".into()));
-            }
+        if let Some(u) = &spec.thank_you_url
+            && (!(u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/')) || u.len() > 2048)
+        {
+            return Err(StoreError::Invalid("the thank-you URL must start with https://, http:// or /".into()));
         }
         let channel = spec.channel.clone().unwrap_or_else(|| "web_form".into());
         if !voronka_domain::lead::is_slug(&channel) {
@@ -252,7 +252,14 @@ impl Store {
 
     /// Keeps anonymous interest (no usable contact) against a visitor; it joins the lead
     /// when the visitor later leaves contacts.
-    pub async fn record_interest(&self, visitor_id: Option<&str>, site_id: Option<Uuid>, kind: &str, at: Ts, data: &Value) -> Result<(), StoreError> {
+    pub async fn record_interest(
+        &self,
+        visitor_id: Option<&str>,
+        site_id: Option<Uuid>,
+        kind: &str,
+        at: Ts,
+        data: &Value,
+    ) -> Result<(), StoreError> {
         let now = self.now();
         with_write!(&self.db, p => {
             sqlx::query("INSERT INTO events (lead_id, visitor_id, site_id, kind, at, data, created_at) VALUES (NULL, $1, $2, $3, $4, $5, $6)")

@@ -179,14 +179,10 @@ impl Db {
 
     pub(crate) async fn migrate(&self) -> Result<()> {
         match self {
-            Db::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite")
-                .run(write)
-                .await
-                .context("failed to migrate the SQLite database"),
-            Db::Pg(pool) => sqlx::migrate!("./migrations/postgres")
-                .run(pool)
-                .await
-                .context("failed to migrate the PostgreSQL database"),
+            Db::Sqlite { write, .. } => {
+                sqlx::migrate!("./migrations/sqlite").run(write).await.context("failed to migrate the SQLite database")
+            }
+            Db::Pg(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await.context("failed to migrate the PostgreSQL database"),
         }
     }
 

@@ -12,9 +12,8 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 async fn admin(url: &str, sql: String) -> Result<()> {
-    let mut c = sqlx::PgConnection::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::redact(url)))?;
+    let mut c =
+        sqlx::PgConnection::connect(url).await.with_context(|| format!("cannot connect to PostgreSQL at {}", crate::redact(url)))?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
     c.close().await?;
     Ok(())
@@ -39,10 +38,8 @@ pub async fn drop_pg_database(admin_url: &str, name: &str) -> Result<()> {
 pub async fn drop_pg_databases_with_prefix(admin_url: &str, prefix: &str) -> Result<usize> {
     check_name(prefix)?;
     let mut c = sqlx::PgConnection::connect(admin_url).await?;
-    let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
-        .bind(prefix)
-        .fetch_all(&mut c)
-        .await?;
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)").bind(prefix).fetch_all(&mut c).await?;
     c.close().await?;
     for n in &names {
         drop_pg_database(admin_url, n).await?;

@@ -31,10 +31,21 @@ pub struct TestDb {
 
 pub struct TempDir(pub std::path::PathBuf);
 
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TempDir {
     pub fn new() -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!("voronka_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed), rand::random::<u32>()));
+        let p = std::env::temp_dir().join(format!(
+            "voronka_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&p).expect("temp dir");
         TempDir(p)
     }
@@ -231,7 +242,8 @@ pub fn json_request(addr: SocketAddr, method: &str, path: &str, token: Option<&s
 /// Like `send`, but a refused or dropped connection is an `Err`, not a panic.
 pub async fn try_send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Result<Resp, String> {
     let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();

@@ -17,10 +17,7 @@ use voronka_domain::lead::{IntakeDefaults, search_needle};
 use voronka_domain::{LeadInput, LeadStatus};
 use voronka_store::{Cursor, IdempotencyKey, IntakeCommand, IntakeOutcome, Lead, LeadFilter, LeadPage, LeadSort, TimelinePage, Ts};
 
-const BAD_KEY: Text = Text::new(
-    "use 1 to 255 visible ASCII characters",
-    "допустимо от 1 до 255 видимых ASCII-символов",
-);
+const BAD_KEY: Text = Text::new("use 1 to 255 visible ASCII characters", "допустимо от 1 до 255 видимых ASCII-символов");
 
 /// The request body of `POST /api/v1/leads`; every field is optional, but one contact
 /// (phone, e-mail or messenger) must be usable. Unknown names are kept as custom fields.
@@ -125,10 +122,10 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
         reply.body(),
     )
         .into_response();
-    if let Some(id) = reply.lead_id.filter(|_| reply.status == 201) {
-        if let Ok(v) = HeaderValue::from_str(&format!("/api/v1/leads/{id}")) {
-            resp.headers_mut().insert(header::LOCATION, v);
-        }
+    if let Some(id) = reply.lead_id.filter(|_| reply.status == 201)
+        && let Ok(v) = HeaderValue::from_str(&format!("/api/v1/leads/{id}"))
+    {
+        resp.headers_mut().insert(header::LOCATION, v);
     }
     if reply.outcome == IntakeOutcome::Replayed {
         resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use voronka_domain::Lang;
-use voronka_domain::lead::{IntakeDefaults, Rejection};
 use voronka_domain::LeadInput;
+use voronka_domain::lead::{IntakeDefaults, Rejection};
 use voronka_store::{Form, IntakeCommand};
 
 /// Per-IP limit on public form submissions.
@@ -43,15 +43,14 @@ impl Limiter {
 const CONTROL_FIELDS: &[&str] = &["_format", "_lang"];
 
 fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded: bool) -> IpAddr {
-    if trust_forwarded {
-        if let Some(ip) = headers
+    if trust_forwarded
+        && let Some(ip) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.split(',').next())
             .and_then(|s| s.trim().parse().ok())
-        {
-            return ip;
-        }
+    {
+        return ip;
     }
     peer.ip()
 }
@@ -83,7 +82,11 @@ async fn read_fields(headers: &HeaderMap, req: Request) -> Result<Vec<(String, S
                     let name = field.name().unwrap_or("").to_string();
                     let is_file = field.file_name().is_some();
                     let text = field.text().await.map_err(|e| {
-                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::MalformedJson(e.body_text()) }
+                        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                            ApiError::PayloadTooLarge
+                        } else {
+                            ApiError::MalformedJson(e.body_text())
+                        }
                     })?;
                     if !is_file && !name.is_empty() {
                         out.push((name, text));

@@ -10,13 +10,8 @@ use tower_http::cors::{Any, CorsLayer};
 
 pub fn routes() -> Router<AppState> {
     // A landing page on any domain may post its form here, also with fetch().
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::POST])
-        .allow_headers([header::CONTENT_TYPE, header::ACCEPT]);
+    let cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::POST]).allow_headers([header::CONTENT_TYPE, header::ACCEPT]);
     // The explicit OPTIONS route lets the CORS layer answer preflights (the app-wide
     // method-not-allowed fallback would otherwise answer them first).
-    Router::new()
-        .route("/f/{form_key}", post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT }))
-        .layer(cors)
+    Router::new().route("/f/{form_key}", post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT })).layer(cors)
 }

@@ -545,8 +545,20 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta]) -> Result<Results, Bat
             u.messenger = u.messenger.take().or_else(|| lead.messenger.as_ref().map(|p| p.as_str().to_string()));
             u.name = u.name.take().or_else(|| lead.name.clone());
             let data = with_keys(json!({ "matched_by": matched_by }), &prep.event);
-            events.push(EventInsert { lead_id: target, visitor_id: lead.visitor_id.as_deref(), kind: "repeat_request", at: *at, actor, data });
-            outbox.push(OutboxInsert { topic: "lead.repeat_request", aggregate_id: target, payload: json!({ "lead_id": target }).to_string(), at: *at });
+            events.push(EventInsert {
+                lead_id: target,
+                visitor_id: lead.visitor_id.as_deref(),
+                kind: "repeat_request",
+                at: *at,
+                actor,
+                data,
+            });
+            outbox.push(OutboxInsert {
+                topic: "lead.repeat_request",
+                aggregate_id: target,
+                payload: json!({ "lead_id": target }).to_string(),
+                at: *at,
+            });
             if let Some(v) = &lead.visitor_id {
                 visitor_joins.push((v, target));
             }
@@ -563,7 +575,15 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta]) -> Result<Results, Bat
         }
         let contact_id = previous.as_ref().filter(|p| p.status == LeadStatus::Converted).and_then(|p| p.contact_id);
         let fields = Value::Object(lead.fields.clone()).to_string();
-        new_leads.push(LeadInsert { id, lead, returning_of: previous.as_ref().map(|p| p.lead_id), contact_id, search: &prep.search, fields, at: *at });
+        new_leads.push(LeadInsert {
+            id,
+            lead,
+            returning_of: previous.as_ref().map(|p| p.lead_id),
+            contact_id,
+            search: &prep.search,
+            fields,
+            at: *at,
+        });
         let data = match &previous {
             Some(p) => {
                 events.push(EventInsert {
@@ -629,7 +649,13 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta]) -> Result<Results, Bat
             let u = &repeats[&lead.id];
             if u.phone.is_some() || u.email.is_some() || u.messenger.is_some() || u.name.is_some() {
                 let phone = lead.phone.clone().map(voronka_domain::Phone::from_e164_unchecked);
-                let s = voronka_domain::lead::search_text(lead.name.as_deref(), lead.company.as_deref(), lead.email.as_deref(), phone.as_ref(), lead.messenger.as_deref());
+                let s = voronka_domain::lead::search_text(
+                    lead.name.as_deref(),
+                    lead.company.as_deref(),
+                    lead.email.as_deref(),
+                    phone.as_ref(),
+                    lead.messenger.as_deref(),
+                );
                 tx.set_search(lead.id, &s).await?;
             }
             leads.insert(lead.id, Arc::new(lead));
@@ -670,14 +696,24 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta]) -> Result<Results, Bat
         let rows: Vec<IdemInsert> = stored_bodies
             .iter()
             .filter_map(|(i, s, b)| {
-                jobs[*i].cmd.idempotency.as_ref().map(|k| IdemInsert { key: k.scope_key.as_str(), hash: &k.request_hash, status: *s, body: b.as_slice() })
+                jobs[*i].cmd.idempotency.as_ref().map(|k| IdemInsert {
+                    key: k.scope_key.as_str(),
+                    hash: &k.request_hash,
+                    status: *s,
+                    body: b.as_slice(),
+                })
             })
             .collect();
         tx.insert_idem(&rows, now).await?;
     }
     let t1 = std::time::Instant::now();
     tx.commit_tx().await?;
-    tracing::debug!(n = jobs.len(), micros = t0.elapsed().as_micros() as u64, commit_micros = t1.elapsed().as_micros() as u64, "intake batch committed");
+    tracing::debug!(
+        n = jobs.len(),
+        micros = t0.elapsed().as_micros() as u64,
+        commit_micros = t1.elapsed().as_micros() as u64,
+        "intake batch committed"
+    );
 
     // Followers answer as their leader did (a replay), or 409 for a different body.
     let follower_replies: Vec<Option<Result<IntakeReply, IntakeError>>> = plans

@@ -2,8 +2,8 @@
 //! transaction, retried on a unique-key conflict or deadlock with another writer or process.
 
 use super::{
-    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta,
-    OutboxInsert, RepeatUpdate, Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate,
+    Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
 };
 use crate::leads::{LEAD_COLUMNS, LeadRow};
 use crate::ts::Ts;
