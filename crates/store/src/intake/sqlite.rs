@@ -42,14 +42,27 @@ pub(super) fn open(path: &Path) -> anyhow::Result<Connection> {
 }
 
 /// Copies the WAL back into the database file in the background, so that commits never
-/// wait for it; stops when the writer stops.
+/// wait for it; stops when the writer stops. A checkpoint runs when the WAL has grown past
+/// `WAL_CHECKPOINT_BYTES` or `CHECKPOINT_EVERY` has passed: a page changed many times in
+/// between is written to the database file once.
 pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::Result<()> {
+    const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
+    const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
     std::thread::Builder::new().name("voronka-sqlite-checkpoint".into()).spawn(move || {
+        let mut last = std::time::Instant::now();
         while alive.upgrade().is_some() {
-            std::thread::sleep(Duration::from_millis(250));
-            // PASSIVE: copies what it can without blocking readers or the writer.
+            std::thread::sleep(Duration::from_millis(100));
+            let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+            if size < WAL_CHECKPOINT_BYTES && last.elapsed() < CHECKPOINT_EVERY {
+                continue;
+            }
+            last = std::time::Instant::now();
+            // PASSIVE: copies what it can without blocking the writer or readers; once all
+            // of the WAL is copied, the writer starts it over, so the file stops growing.
             if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
