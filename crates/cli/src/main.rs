@@ -240,6 +240,7 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
         trust_forwarded_for: args.trust_forwarded_for,
     };
     let state = AppState::new(store.clone(), app_cfg);
+    voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600));
     tracing::info!(%addr, database = store.backend().name(), "voronka serving");
     {
         let mut out = std::io::stdout().lock();

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod jobs;
 pub mod openapi;
 pub mod ops;
 pub mod public;

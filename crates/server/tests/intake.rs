@@ -388,3 +388,27 @@ async fn every_lead_gets_an_outbox_row_in_the_same_commit() {
     assert_eq!(app.store.count(CountOf::Outbox).await.unwrap(), 3);
     assert_eq!(app.store.count(CountOf::Identities).await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn idempotency_keys_are_forgotten_after_a_day() {
+    let clock = voronka_domain::TestClock::new(chrono::Utc::now());
+    let app = spawn_app_with(voronka_server::AppConfig::default(), std::sync::Arc::new(clock.clone())).await;
+    let state = voronka_server::AppState::new(app.store.clone(), voronka_server::AppConfig::default());
+    let post = |phone: &'static str| {
+        let r = app
+            .req("POST", "/api/v1/leads")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {}", app.token))
+            .header("idempotency-key", "daily")
+            .body(http_body_util::Full::new(bytes::Bytes::from(json!({"phone": phone}).to_string())))
+            .unwrap();
+        send(app.addr, r)
+    };
+    assert_eq!(post("+79001110001").await.status, 201);
+    clock.advance(chrono::Duration::hours(23));
+    voronka_server::jobs::run_upkeep_once(&state).await;
+    assert_eq!(post("+79001110002").await.status, 409, "still remembered after 23 hours");
+    clock.advance(chrono::Duration::hours(2));
+    voronka_server::jobs::run_upkeep_once(&state).await;
+    assert_eq!(post("+79001110002").await.status, 201, "forgotten after 25 hours");
+}

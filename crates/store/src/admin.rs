@@ -296,3 +296,12 @@ pub enum CountOf {
     Outbox,
     Identities,
 }
+
+impl Store {
+    /// Forgets idempotency keys older than `before`; returns how many were removed.
+    pub async fn purge_idempotency_keys(&self, before: crate::Ts) -> Result<u64, StoreError> {
+        Ok(with_write!(&self.db, p => {
+            sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1").bind(before).execute(p).await?.rows_affected()
+        }))
+    }
+}
