@@ -77,6 +77,9 @@ struct ServeArgs {
     /// Intake writer tasks (PostgreSQL; SQLite always has one writer).
     #[arg(long, env = "VORONKA_INTAKE_WRITERS", default_value_t = 4)]
     intake_writers: usize,
+    /// Seconds between refreshes of the stored scores lists sort by (decay, priority window).
+    #[arg(long, env = "VORONKA_SCORE_REFRESH_SECONDS", default_value_t = 600)]
+    score_refresh_seconds: u64,
     /// Log format.
     #[arg(long, env = "VORONKA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -241,6 +244,7 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
     };
     let state = AppState::new(store.clone(), app_cfg);
     voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600));
+    voronka_server::jobs::spawn_score_refresh(state.clone(), std::time::Duration::from_secs(args.score_refresh_seconds.max(10)));
     tracing::info!(%addr, database = store.backend().name(), "voronka serving");
     {
         let mut out = std::io::stdout().lock();

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod contact;
 pub mod errors;
 pub mod lead;
+pub mod scoring;
 pub mod status;
 
 pub use clock::{Clock, SystemClock, TestClock};

@@ -19,6 +19,11 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub async fn authorize(&self, store: &Store, headers: &HeaderMap, scope: &'static str) -> Result<TokenInfo, ApiError> {
+        self.authorize_any(store, headers, &[scope]).await
+    }
+
+    /// Like `authorize`, for an action that any of `scopes` allows.
+    pub async fn authorize_any(&self, store: &Store, headers: &HeaderMap, scopes: &[&'static str]) -> Result<TokenInfo, ApiError> {
         let token = bearer(headers).ok_or(ApiError::Unauthorized)?;
         let hash = hash_token(token);
         let cached = self.map.read().ok().and_then(|m| m.get(&hash).filter(|(_, at)| at.elapsed() < TTL).map(|(t, _)| t.clone()));
@@ -35,7 +40,7 @@ impl TokenCache {
                 t
             }
         };
-        if info.allows(scope) { Ok(info) } else { Err(ApiError::Forbidden(scope)) }
+        if scopes.iter().any(|s| info.allows(s)) { Ok(info) } else { Err(ApiError::Forbidden(scopes.first().copied().unwrap_or("admin"))) }
     }
 }
 

@@ -30,6 +30,10 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     ContactRequired(FieldErrors),
     InvalidFields(FieldErrors),
+    /// A scoring model with problems, each named by its rule or setting.
+    InvalidModel(voronka_domain::scoring::ModelErrors),
+    UnknownSiteKey,
+    OriginNotAllowed,
     IdempotencyConflict,
     Unavailable,
     Internal(anyhow::Error),
@@ -52,7 +56,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::ContactRequired(_) | ApiError::InvalidFields(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::ContactRequired(_) | ApiError::InvalidFields(_) | ApiError::InvalidModel(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::UnknownSiteKey => StatusCode::UNAUTHORIZED,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -71,6 +77,9 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::ContactRequired(_) => "contact_required",
             ApiError::InvalidFields(_) => "invalid_fields",
+            ApiError::InvalidModel(_) => "invalid_model",
+            ApiError::UnknownSiteKey => "unknown_site_key",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::IdempotencyConflict => "idempotency_key_reused",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -103,6 +112,9 @@ impl ApiError {
                 t("A usable phone, e-mail or messenger is required", "Нужен корректный телефон, e-mail или мессенджер")
             }
             ApiError::InvalidFields(_) => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
+            ApiError::InvalidModel(_) => t("The scoring model has problems; each is named", "В модели скоринга есть ошибки; каждая указана"),
+            ApiError::UnknownSiteKey => t("Unknown site key", "Неизвестный ключ сайта"),
+            ApiError::OriginNotAllowed => t("This site may not send events from this origin", "С этого адреса сайту нельзя отправлять события"),
             ApiError::IdempotencyConflict => {
                 t("This Idempotency-Key was used with a different body", "Этот Idempotency-Key уже использован с другим телом запроса")
             }
@@ -131,6 +143,10 @@ impl IntoResponse for ApiError {
         let mut err = json!({"code": self.code(), "message": self.message(lang)});
         if let Some(f) = self.fields() {
             err["fields"] = json!(f.localized(lang));
+        }
+        if let ApiError::InvalidModel(m) = &self {
+            let fields: serde_json::Map<String, serde_json::Value> = m.iter().map(|(k, v)| (k.clone(), json!(v.get(lang)))).collect();
+            err["fields"] = serde_json::Value::Object(fields);
         }
         let mut resp = (status, axum::Json(json!({ "error": err }))).into_response();
         match self {
@@ -161,6 +177,7 @@ impl From<IntakeError> for ApiError {
         match e {
             IntakeError::IdempotencyConflict => ApiError::IdempotencyConflict,
             IntakeError::ShuttingDown => ApiError::Unavailable,
+            IntakeError::UnknownLead => ApiError::NotFound,
             IntakeError::Storage(e) => {
                 tracing::error!(error = ?e, "intake failed");
                 ApiError::Unavailable

@@ -21,6 +21,10 @@ impl Modify for BearerAuth {
         crate::api::leads::get_one,
         crate::api::leads::list,
         crate::api::leads::timeline,
+        crate::api::scoring::lead_score,
+        crate::api::scoring::get_model,
+        crate::api::scoring::put_model,
+        crate::api::events::submit,
         crate::ops::healthz,
         crate::ops::readyz,
         crate::ops::prometheus,
@@ -32,9 +36,11 @@ impl Modify for BearerAuth {
         voronka_store::LeadPage,
         voronka_store::TimelinePage,
         voronka_store::TimelineItem,
+        voronka_store::scoring::ScoreView,
+        voronka_store::scoring::Explained,
     )),
     modifiers(&BearerAuth),
-    tags((name = "leads", description = "Lead intake and reading"), (name = "operations", description = "Health and metrics"))
+    tags((name = "leads", description = "Lead intake and reading"), (name = "events", description = "Tracker events"), (name = "scoring", description = "The points model and scores"), (name = "operations", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
 

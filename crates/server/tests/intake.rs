@@ -335,8 +335,10 @@ async fn the_answer_carries_every_api_field() {
     let l = r.json();
     assert_eq!(l["status"], "new");
     assert_eq!(l["repeat"], false);
-    assert_eq!(l["temperature"], "cold");
-    assert_eq!(l["grade"], "C");
+    // Profile points of the starter model: phone and e-mail +3, company +2, CEO +3, Moscow +2.
+    assert_eq!(l["score"], 10.0);
+    assert_eq!(l["temperature"], "warm");
+    assert_eq!(l["grade"], "A");
     assert_eq!(l["owner"], Value::Null);
     assert_eq!(l["messenger"], "telegram:victor");
     assert_eq!(l["tracking_number"], "+74951234567");

@@ -305,3 +305,22 @@ impl Store {
         }))
     }
 }
+
+impl Store {
+    /// Takes (or renews) the lease on a periodic job for `ttl`; true when this holder has it.
+    /// Several processes on one database run each periodic job once per period this way.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl: chrono::Duration) -> Result<bool, StoreError> {
+        let now = self.now();
+        let until = crate::Ts::from(now.0 + ttl);
+        let n = with_write!(&self.db, p => {
+            sqlx::query(
+                "INSERT INTO job_leases (name, holder, until) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+                 WHERE job_leases.until < $4 OR job_leases.holder = excluded.holder",
+            )
+            .bind(name).bind(holder).bind(until).bind(now)
+            .execute(p).await?.rows_affected()
+        });
+        Ok(n == 1)
+    }
+}

@@ -9,14 +9,19 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
+use crate::scoring::{micros, score_now};
 use voronka_domain::LeadStatus;
+use voronka_domain::scoring::{Micros, Model, decode_ledger};
 
 /// The columns of `leads` that the read model shows, in one place for every query.
-pub(crate) const LEAD_COLUMNS: &str = "id, name, phone, email, messenger, company, position, city, interest, message, \
-    budget, channel, campaign, source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, \
-    landing_page, tracking_number, visitor_id, external_id, fields, consent_marketing, consent_text, consent_at, \
-    status, status_reason, score, priority, temperature, grade, owner_id, repeat_count, returning_of, contact_id, \
-    created_at, updated_at, last_request_at";
+pub(crate) const LEAD_COLUMNS: &str = "l.id, l.name, l.phone, l.email, l.messenger, l.company, l.position, l.city, \
+    l.interest, l.message, l.budget, l.channel, l.campaign, l.source, l.utm_source, l.utm_medium, l.utm_campaign, \
+    l.utm_content, l.utm_term, l.referrer, l.landing_page, l.tracking_number, l.visitor_id, l.external_id, l.fields, \
+    l.consent_marketing, l.consent_text, l.consent_at, l.status, l.status_reason, l.owner_id, l.repeat_count, \
+    l.returning_of, l.contact_id, l.created_at, l.updated_at, l.last_request_at, s.ledger, s.model_version";
+
+/// `leads l` with its score: every query of `LEAD_COLUMNS` reads from this.
+pub(crate) const LEAD_FROM: &str = "leads l LEFT JOIN lead_scores s ON s.lead_id = l.id";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(crate) struct LeadRow {
@@ -50,10 +55,6 @@ pub(crate) struct LeadRow {
     pub consent_at: Option<Ts>,
     pub status: String,
     pub status_reason: Option<String>,
-    pub score: f64,
-    pub priority: f64,
-    pub temperature: String,
-    pub grade: String,
     pub owner_id: Option<Uuid>,
     pub repeat_count: i32,
     pub returning_of: Option<Uuid>,
@@ -61,6 +62,8 @@ pub(crate) struct LeadRow {
     pub created_at: Ts,
     pub updated_at: Ts,
     pub last_request_at: Ts,
+    pub ledger: Option<Vec<u8>>,
+    pub model_version: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -135,8 +138,12 @@ fn one_decimal<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((v * 10.0).round() / 10.0)
 }
 
-impl From<LeadRow> for Lead {
-    fn from(r: LeadRow) -> Lead {
+impl LeadRow {
+    /// The lead as the API shows it, its score evaluated at `now` with `model`.
+    pub(crate) fn into_lead(self, model: &Model, now: Micros) -> Lead {
+        let ledger = self.ledger.as_deref().map(decode_ledger).unwrap_or_default();
+        let s = score_now(model, &ledger, now);
+        let r = self;
         Lead {
             id: r.id,
             name: r.name,
@@ -151,10 +158,10 @@ impl From<LeadRow> for Lead {
             budget: r.budget,
             status: r.status,
             status_reason: r.status_reason,
-            score: r.score,
-            priority: r.priority,
-            temperature: r.temperature,
-            grade: r.grade,
+            score: s.score,
+            priority: s.priority,
+            temperature: s.temperature.as_str().to_string(),
+            grade: s.grade.as_str().to_string(),
             owner: r.owner_id.map(|id| OwnerRef { id }),
             channel: r.channel,
             campaign: r.campaign,
@@ -267,6 +274,13 @@ pub struct TimelinePage {
 }
 
 #[derive(sqlx::FromRow)]
+struct SortedRow {
+    #[sqlx(flatten)]
+    row: LeadRow,
+    sort_value: Option<f64>,
+}
+
+#[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
     at: Ts,
@@ -289,21 +303,36 @@ fn escape_like(s: &str) -> String {
 }
 
 impl Store {
+    /// A stored row as the API shows it, scored now with the model its ledger was made with.
+    pub(crate) async fn lead_of(&self, row: LeadRow) -> Result<Lead, StoreError> {
+        let version = row.model_version.unwrap_or(0);
+        let model = if version == 0 { self.models.active().1 } else { self.model_version(version).await? };
+        Ok(row.into_lead(&model, micros(self.now())))
+    }
+
     pub async fn lead(&self, id: Uuid) -> Result<Option<Lead>, StoreError> {
-        let sql = format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = $1");
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id = $1");
         let row: Option<LeadRow> = with_read!(&self.db, p => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?
         });
-        Ok(row.map(Lead::from))
+        Ok(match row {
+            Some(r) => Some(self.lead_of(r).await?),
+            None => None,
+        })
     }
 
     pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
         let limit = f.limit.clamp(1, 500) as i64;
         let like = f.q.as_deref().map(escape_like);
-        let rows: Vec<LeadRow> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new(format!("SELECT {LEAD_COLUMNS} FROM leads WHERE TRUE"));
+        let sort_col = match f.sort {
+            LeadSort::Score => "COALESCE(s.score, 0)",
+            LeadSort::Priority => "COALESCE(s.priority, 0)",
+            _ => "0.0",
+        };
+        let rows: Vec<SortedRow> = with_read!(&self.db, p => {
+            let mut qb = QueryBuilder::new(format!("SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {LEAD_FROM} WHERE TRUE"));
             if !f.status.is_empty() {
-                qb.push(" AND status IN (");
+                qb.push(" AND l.status IN (");
                 let mut sep = qb.separated(", ");
                 for s in &f.status {
                     sep.push_bind(s.as_str());
@@ -311,12 +340,12 @@ impl Store {
                 qb.push(")");
             }
             match f.owner {
-                Some(Some(o)) => { qb.push(" AND owner_id = ").push_bind(o); }
-                Some(None) => { qb.push(" AND owner_id IS NULL"); }
+                Some(Some(o)) => { qb.push(" AND l.owner_id = ").push_bind(o); }
+                Some(None) => { qb.push(" AND l.owner_id IS NULL"); }
                 None => {}
             }
             if !f.channel.is_empty() {
-                qb.push(" AND channel IN (");
+                qb.push(" AND l.channel IN (");
                 let mut sep = qb.separated(", ");
                 for c in &f.channel {
                     sep.push_bind(c.as_str());
@@ -324,59 +353,57 @@ impl Store {
                 qb.push(")");
             }
             if let Some(c) = &f.campaign {
-                qb.push(" AND campaign = ").push_bind(c.as_str());
+                qb.push(" AND l.campaign = ").push_bind(c.as_str());
             }
             if let Some(l) = &like {
-                qb.push(" AND search LIKE ").push_bind(l.as_str()).push(" ESCAPE '\\'");
+                qb.push(" AND l.search LIKE ").push_bind(l.as_str()).push(" ESCAPE '\\'");
             }
             if let Some(m) = f.min_score {
-                qb.push(" AND score >= ").push_bind(m);
+                qb.push(" AND COALESCE(s.score, 0) >= ").push_bind(m);
             }
             if let Some(t) = f.created_from {
-                qb.push(" AND created_at >= ").push_bind(t);
+                qb.push(" AND l.created_at >= ").push_bind(t);
             }
             if let Some(t) = f.created_to {
-                qb.push(" AND created_at < ").push_bind(t);
+                qb.push(" AND l.created_at < ").push_bind(t);
             }
             let (col, desc) = match f.sort {
                 LeadSort::Created => ("", true),
                 LeadSort::CreatedAsc => ("", false),
-                LeadSort::Score => ("score", true),
-                LeadSort::Priority => ("priority", true),
+                LeadSort::Score => ("COALESCE(s.score, 0)", true),
+                LeadSort::Priority => ("COALESCE(s.priority, 0)", true),
             };
             if let Some(c) = &f.cursor {
                 let at = Ts::from_micros(c.created_us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH));
                 let op = if desc { "<" } else { ">" };
                 if col.is_empty() {
-                    qb.push(format!(" AND (created_at {op} ")).push_bind(at)
-                        .push(" OR (created_at = ").push_bind(at).push(format!(" AND id {op} ")).push_bind(c.id).push("))");
+                    qb.push(format!(" AND (l.created_at {op} ")).push_bind(at)
+                        .push(" OR (l.created_at = ").push_bind(at).push(format!(" AND l.id {op} ")).push_bind(c.id).push("))");
                 } else {
                     qb.push(format!(" AND ({col} {op} ")).push_bind(c.value)
                         .push(format!(" OR ({col} = ")).push_bind(c.value)
-                        .push(format!(" AND (created_at {op} ")).push_bind(at)
-                        .push(" OR (created_at = ").push_bind(at).push(format!(" AND id {op} ")).push_bind(c.id).push("))))");
+                        .push(format!(" AND (l.created_at {op} ")).push_bind(at)
+                        .push(" OR (l.created_at = ").push_bind(at).push(format!(" AND l.id {op} ")).push_bind(c.id).push("))))");
                 }
             }
             let dir = if desc { "DESC" } else { "ASC" };
             if col.is_empty() {
-                qb.push(format!(" ORDER BY created_at {dir}, id {dir}"));
+                qb.push(format!(" ORDER BY l.created_at {dir}, l.id {dir}"));
             } else {
-                qb.push(format!(" ORDER BY {col} {dir}, created_at {dir}, id {dir}"));
+                qb.push(format!(" ORDER BY {col} {dir}, l.created_at {dir}, l.id {dir}"));
             }
             qb.push(" LIMIT ").push_bind(limit + 1);
-            qb.build_query_as::<LeadRow>().fetch_all(p).await?
+            qb.build_query_as::<SortedRow>().fetch_all(p).await?
         });
-        let mut items: Vec<Lead> = rows.into_iter().map(Lead::from).collect();
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|l| {
-                let value = match f.sort {
-                    LeadSort::Score => l.score,
-                    LeadSort::Priority => l.priority,
-                    _ => 0.0,
-                };
-                Cursor { value, created_us: l.created_at.micros(), id: l.id }.encode()
-            })
+        let more = rows.len() as i64 > limit;
+        let mut sort_values = Vec::with_capacity(rows.len());
+        let mut items: Vec<Lead> = Vec::with_capacity(rows.len());
+        for r in rows.into_iter().take(limit as usize) {
+            sort_values.push(r.sort_value);
+            items.push(self.lead_of(r.row).await?);
+        }
+        let next_cursor = if more {
+            items.last().zip(sort_values.last()).map(|(l, v)| Cursor { value: v.unwrap_or(0.0), created_us: l.created_at.micros(), id: l.id }.encode())
         } else {
             None
         };

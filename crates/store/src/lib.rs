@@ -6,6 +6,8 @@ mod db;
 pub mod intake;
 pub mod leads;
 pub mod provision;
+pub mod rescore;
+pub mod scoring;
 mod status;
 pub mod ts;
 
@@ -16,6 +18,8 @@ use voronka_domain::Clock;
 pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, hash_token, random_key};
 pub use db::{Backend, PoolOptions, redact};
 pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};
+pub use rescore::RescoreReport;
+pub use intake::{EventsCommand, EventsReply, TrackedEvent};
 pub use leads::{Cursor, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
 pub use ts::Ts;
 
@@ -51,6 +55,9 @@ pub struct Store {
     pub(crate) db: db::Db,
     intake: IntakeHandle,
     clock: Arc<dyn Clock>,
+    pub(crate) models: Arc<scoring::ModelCache>,
+    /// The SQLite file, for the passes that read it directly.
+    pub(crate) sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl Store {
@@ -59,8 +66,12 @@ impl Store {
     pub async fn open(cfg: &StoreConfig, clock: Arc<dyn Clock>) -> Result<Store> {
         let db = db::Db::connect(&cfg.url, &cfg.pool).await?;
         db.migrate().await?;
-        let intake = intake::start(&db, &cfg.url, clock.clone(), cfg.writers).await?;
-        Ok(Store { db, intake, clock })
+        let models = Arc::new(scoring::ModelCache::default());
+        let intake = intake::start(&db, &cfg.url, clock.clone(), cfg.writers, models.clone()).await?;
+        let sqlite_path = db::sqlite_path(&cfg.url)?;
+        let store = Store { db, intake, clock, models, sqlite_path };
+        store.refresh_model().await?;
+        Ok(store)
     }
 
     /// Applies pending migrations and returns; for `voronka migrate`.

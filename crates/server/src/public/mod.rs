@@ -1,6 +1,7 @@
 //! Public endpoints that sites post to without a token.
 
 pub mod forms;
+pub mod tracker;
 
 use crate::AppState;
 use axum::Router;

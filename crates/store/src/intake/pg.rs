@@ -2,10 +2,13 @@
 //! transaction, retried on a unique-key conflict or deadlock with another writer or process.
 
 use super::{
-    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate,
-    Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta,
+    OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead, WriterCtx, backoff,
+    commit_jobs, drain_batch, reply_all, run_batch,
 };
-use crate::leads::{LEAD_COLUMNS, LeadRow};
+use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
+use crate::scoring::ModelCache;
+use serde_json::Value;
 use crate::ts::Ts;
 use anyhow::Context;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -13,10 +16,12 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize) {
+pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize, models: Arc<ModelCache>) {
     let rx = Arc::new(Mutex::new(rx));
     for _ in 0..writers {
-        let (pool, rx) = (pool.clone(), rx.clone());
+        let rx = rx.clone();
+        let pool = pool.clone();
+        let mut writer = PgWriter { pool, ctx: WriterCtx { models: models.clone(), targets: Default::default() } };
         tokio::spawn(async move {
             loop {
                 let (metas, replies) = {
@@ -24,25 +29,32 @@ pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize) {
                     let Some(first) = rx.recv().await else { return };
                     drain_batch(first, &mut rx)
                 };
-                let results = commit_jobs(&metas, |jobs| attempts(&pool, jobs)).await;
+                let results = commit_jobs(&metas, &mut writer).await;
                 reply_all(results, replies);
             }
         });
     }
 }
 
-async fn attempts(pool: &PgPool, jobs: &[Meta]) -> anyhow::Result<Results> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let tx = pool.begin().await.context("failed to begin intake transaction")?;
-        match run_batch(tx, jobs).await {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
-                tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
-                tokio::time::sleep(backoff(attempt)).await;
+struct PgWriter {
+    pool: PgPool,
+    ctx: WriterCtx,
+}
+
+impl Attempt for PgWriter {
+    async fn attempt(&mut self, jobs: &[Meta]) -> anyhow::Result<Results> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let tx = self.pool.begin().await.context("failed to begin intake transaction")?;
+            match run_batch(tx, jobs, &mut self.ctx).await {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
+                    tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
         }
     }
 }
@@ -177,19 +189,21 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
-        let lead: Vec<Uuid> = rows.iter().map(|e| e.lead_id).collect();
+        let lead: Vec<Option<Uuid>> = rows.iter().map(|e| e.lead_id).collect();
         let visitor: Vec<Option<&str>> = rows.iter().map(|e| e.visitor_id).collect();
+        let site: Vec<Option<Uuid>> = rows.iter().map(|e| e.site_id).collect();
         let kind: Vec<&str> = rows.iter().map(|e| e.kind).collect();
         let at: Vec<Ts> = rows.iter().map(|e| e.at).collect();
         let actor: Vec<Option<&str>> = rows.iter().map(|e| e.actor).collect();
         let data: Vec<&str> = rows.iter().map(|e| e.data.as_str()).collect();
         sqlx::query(
-            "INSERT INTO events (lead_id, visitor_id, kind, at, actor, data, created_at) \
-             SELECT l, v, k, a, ac, d::jsonb, a FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
-             AS t(l, v, k, a, ac, d)",
+            "INSERT INTO events (lead_id, visitor_id, site_id, kind, at, actor, data, created_at) \
+             SELECT l, v, s, k, a, ac, d::jsonb, a FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], \
+             $6::text[], $7::text[]) AS t(l, v, s, k, a, ac, d)",
         )
         .bind(&lead)
         .bind(&visitor)
+        .bind(&site)
         .bind(&kind)
         .bind(&at)
         .bind(&actor)
@@ -218,7 +232,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
-        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id = ANY($1)")))
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id = ANY($1)")))
             .bind(ids)
             .fetch_all(&mut **self)
             .await?)
@@ -243,7 +257,139 @@ impl IntakeTx for Transaction<'_, Postgres> {
         Ok(())
     }
 
+    async fn model_version(&mut self) -> Result<i64, BatchError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::int8 FROM scoring_models").fetch_one(&mut **self).await?)
+    }
+
+    async fn load_model(&mut self, version: i64) -> Result<Option<Value>, BatchError> {
+        Ok(sqlx::query_scalar("SELECT model FROM scoring_models WHERE version = $1").bind(version).fetch_optional(&mut **self).await?)
+    }
+
+    async fn targets_by_key(&mut self, keys: &[(String, String, String)]) -> Result<Vec<TargetRow>, BatchError> {
+        let (k, p, n) = unzip3(keys);
+        Ok(sqlx::query_as(
+            "SELECT t.id, t.kind, t.path, t.name FROM event_targets t \
+             JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS u(k, p, n) ON t.kind = u.k AND t.path = u.p AND t.name = u.n",
+        )
+        .bind(&k)
+        .bind(&p)
+        .bind(&n)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn insert_targets(&mut self, keys: &[(String, String, String)]) -> Result<(), BatchError> {
+        let (k, p, n) = unzip3(keys);
+        sqlx::query("INSERT INTO event_targets (kind, path, name) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING")
+            .bind(&k)
+            .bind(&p)
+            .bind(&n)
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
+    async fn targets_by_id(&mut self, ids: &[i64]) -> Result<Vec<TargetRow>, BatchError> {
+        Ok(sqlx::query_as("SELECT id, kind, path, name FROM event_targets WHERE id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+    }
+
+    async fn load_scores(&mut self, ids: &[Uuid]) -> Result<Vec<ScoreRow>, BatchError> {
+        Ok(sqlx::query_as("SELECT lead_id, ledger, model_version FROM lead_scores WHERE lead_id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+    }
+
+    async fn load_inputs(&mut self, ids: &[Uuid]) -> Result<Vec<InputsRow>, BatchError> {
+        Ok(sqlx::query_as("SELECT lead_id, events FROM lead_inputs WHERE lead_id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+    }
+
+    async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
+        let id: Vec<Uuid> = rows.iter().map(|r| r.lead_id).collect();
+        let score: Vec<f64> = rows.iter().map(|r| r.score).collect();
+        let priority: Vec<f64> = rows.iter().map(|r| r.priority).collect();
+        let profile: Vec<f64> = rows.iter().map(|r| r.profile).collect();
+        let temperature: Vec<&str> = rows.iter().map(|r| r.temperature).collect();
+        let grade: Vec<&str> = rows.iter().map(|r| r.grade).collect();
+        let ledger: Vec<&[u8]> = rows.iter().map(|r| r.ledger.as_slice()).collect();
+        let version: Vec<i64> = rows.iter().map(|r| r.model_version).collect();
+        let at: Vec<Ts> = rows.iter().map(|r| r.at).collect();
+        sqlx::query(
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
+             SELECT * FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[], \
+             $8::int8[], $9::timestamptz[]) \
+             ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, profile = excluded.profile, \
+             temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
+             model_version = excluded.model_version, scored_at = excluded.scored_at",
+        )
+        .bind(&id)
+        .bind(&score)
+        .bind(&priority)
+        .bind(&profile)
+        .bind(&temperature)
+        .bind(&grade)
+        .bind(&ledger)
+        .bind(&version)
+        .bind(&at)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn save_inputs(&mut self, rows: &[(Uuid, Vec<u8>)]) -> Result<(), BatchError> {
+        let id: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+        let events: Vec<&[u8]> = rows.iter().map(|r| r.1.as_slice()).collect();
+        sqlx::query(
+            "INSERT INTO lead_inputs (lead_id, events, rev) SELECT i, e, 1 FROM UNNEST($1::uuid[], $2::bytea[]) AS t(i, e) \
+             ON CONFLICT (lead_id) DO UPDATE SET events = excluded.events, rev = lead_inputs.rev + 1",
+        )
+        .bind(&id)
+        .bind(&events)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn lead_statuses(&mut self, ids: &[Uuid]) -> Result<Vec<StatusRow>, BatchError> {
+        Ok(sqlx::query_as("SELECT id, status FROM leads WHERE id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+    }
+
+    async fn leads_of_visitors(&mut self, visitors: &[&str]) -> Result<Vec<VisitorLead>, BatchError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT ON (visitor_id) visitor_id, id, status FROM leads WHERE visitor_id = ANY($1) ORDER BY visitor_id, created_at DESC",
+        )
+        .bind(visitors)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
+        Ok(sqlx::query_as("SELECT at, kind, data FROM events WHERE visitor_id = $1 AND lead_id = $2")
+            .bind(visitor_id)
+            .bind(lead_id)
+            .fetch_all(&mut **self)
+            .await?)
+    }
+
+    async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError> {
+        sqlx::query("UPDATE leads SET status = 'sales_ready', updated_at = $1 WHERE id = ANY($2) AND status IN ('new', 'nurturing')")
+            .bind(at)
+            .bind(ids)
+            .execute(&mut **self)
+            .await?;
+        Ok(())
+    }
+
     async fn commit_tx(self) -> Result<(), BatchError> {
         Ok(self.commit().await?)
     }
+}
+
+fn unzip3(keys: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let mut a = Vec::with_capacity(keys.len());
+    let mut b = Vec::with_capacity(keys.len());
+    let mut c = Vec::with_capacity(keys.len());
+    for (x, y, z) in keys {
+        a.push(x.as_str());
+        b.push(y.as_str());
+        c.push(z.as_str());
+    }
+    (a, b, c)
 }

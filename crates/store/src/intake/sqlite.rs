@@ -4,10 +4,11 @@
 //! whole batch quickly.
 
 use super::{
-    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert, MAX_ATTEMPTS, Meta,
-    OutboxInsert, RepeatUpdate, Results, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert, MAX_ATTEMPTS,
+    Attempt, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead, WriterCtx,
+    backoff, commit_jobs, drain_batch, reply_all, run_batch,
 };
-use crate::leads::{LEAD_COLUMNS, LeadRow};
+use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
 use crate::ts::Ts;
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags, ToSql, TransactionBehavior, params_from_iter};
@@ -72,29 +73,36 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::R
     Ok(())
 }
 
-pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, _alive: std::sync::Arc<()>) {
+pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, mut ctx: WriterCtx, _alive: std::sync::Arc<()>) {
     while let Some(first) = rx.blocking_recv() {
         let (metas, replies) = drain_batch(first, &mut rx);
-        let results = run_sync(commit_jobs(&metas, |jobs| std::future::ready(attempts(&mut conn, jobs))));
+        let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx }));
         reply_all(results, replies);
     }
 }
 
-fn attempts(conn: &mut Connection, jobs: &[Meta]) -> anyhow::Result<Results> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let r = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => run_sync(run_batch(Tx(tx), jobs)),
-            Err(e) => Err(BatchError::from(e)),
-        };
-        match r {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
-                tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
-                std::thread::sleep(backoff(attempt));
+struct SqliteWriter<'a> {
+    conn: &'a mut Connection,
+    ctx: &'a mut WriterCtx,
+}
+
+impl Attempt for SqliteWriter<'_> {
+    async fn attempt(&mut self, jobs: &[Meta]) -> anyhow::Result<Results> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+                Ok(tx) => run_batch(Tx(tx), jobs, self.ctx).await,
+                Err(e) => Err(BatchError::from(e)),
+            };
+            match r {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
+                    tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
+                    std::thread::sleep(backoff(attempt));
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
         }
     }
 }
@@ -196,17 +204,15 @@ fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
         consent_at: consent_at.and_then(Ts::from_micros),
         status: r.get(28)?,
         status_reason: r.get(29)?,
-        score: r.get(30)?,
-        priority: r.get(31)?,
-        temperature: r.get(32)?,
-        grade: r.get(33)?,
-        owner_id: r.get(34)?,
-        repeat_count: r.get(35)?,
-        returning_of: r.get(36)?,
-        contact_id: r.get(37)?,
-        created_at: ts_at(38)?,
-        updated_at: ts_at(39)?,
-        last_request_at: ts_at(40)?,
+        owner_id: r.get(30)?,
+        repeat_count: r.get(31)?,
+        returning_of: r.get(32)?,
+        contact_id: r.get(33)?,
+        created_at: ts_at(34)?,
+        updated_at: ts_at(35)?,
+        last_request_at: ts_at(36)?,
+        ledger: r.get(37)?,
+        model_version: r.get(38)?,
     })
 }
 
@@ -341,11 +347,11 @@ impl IntakeTx for Tx<'_> {
     }
 
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
-        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 7);
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 8);
         for e in rows {
-            params.extend_from_slice(&[&e.lead_id as P, &e.visitor_id, &e.kind, &e.at, &e.actor, &e.data, &e.at]);
+            params.extend_from_slice(&[&e.lead_id as P, &e.visitor_id, &e.site_id, &e.kind, &e.at, &e.actor, &e.data, &e.at]);
         }
-        self.insert("INSERT INTO events (lead_id, visitor_id, kind, at, actor, data, created_at)", 7, &params)
+        self.insert("INSERT INTO events (lead_id, visitor_id, site_id, kind, at, actor, data, created_at)", 8, &params)
     }
 
     async fn insert_outbox(&mut self, rows: &[OutboxInsert]) -> Result<(), BatchError> {
@@ -358,7 +364,7 @@ impl IntakeTx for Tx<'_> {
 
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
         let params: Vec<P> = ids.iter().map(|i| i as P).collect();
-        self.select_in(&format!("SELECT {LEAD_COLUMNS} FROM leads WHERE id"), &params, lead_row)
+        self.select_in(&format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id"), &params, lead_row)
     }
 
     async fn insert_idem(&mut self, rows: &[IdemInsert<'_>], at: Ts) -> Result<(), BatchError> {
@@ -369,6 +375,118 @@ impl IntakeTx for Tx<'_> {
             params.extend_from_slice(&[&r.key as P, h, s, &r.body, &at]);
         }
         self.insert("INSERT INTO idempotency_keys (scope_key, request_hash, status, body, created_at)", 5, &params)
+    }
+
+    async fn model_version(&mut self) -> Result<i64, BatchError> {
+        Ok(self.0.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM scoring_models")?.query_row([], |r| r.get(0))?)
+    }
+
+    async fn load_model(&mut self, version: i64) -> Result<Option<Value>, BatchError> {
+        let text: Option<String> = self
+            .0
+            .prepare_cached("SELECT model FROM scoring_models WHERE version = ?1")?
+            .query_row([version], |r| r.get(0))
+            .map(Some)
+            .or_else(|e| if matches!(e, rusqlite::Error::QueryReturnedNoRows) { Ok(None) } else { Err(e) })?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
+    }
+
+    async fn targets_by_key(&mut self, keys: &[(String, String, String)]) -> Result<Vec<TargetRow>, BatchError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut stmt = self.0.prepare_cached("SELECT id, kind, path, name FROM event_targets WHERE kind = ?1 AND path = ?2 AND name = ?3")?;
+        for (k, p, n) in keys {
+            let mut rows = stmt.query_map(rusqlite::params![k, p, n], |r| Ok(TargetRow { id: r.get(0)?, kind: r.get(1)?, path: r.get(2)?, name: r.get(3)? }))?;
+            if let Some(t) = rows.next() {
+                out.push(t?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn insert_targets(&mut self, keys: &[(String, String, String)]) -> Result<(), BatchError> {
+        let mut stmt = self.0.prepare_cached("INSERT INTO event_targets (kind, path, name) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING")?;
+        for (k, p, n) in keys {
+            stmt.execute(rusqlite::params![k, p, n])?;
+        }
+        Ok(())
+    }
+
+    async fn targets_by_id(&mut self, ids: &[i64]) -> Result<Vec<TargetRow>, BatchError> {
+        let params: Vec<P> = ids.iter().map(|i| i as P).collect();
+        self.select_in("SELECT id, kind, path, name FROM event_targets WHERE id", &params, |r| {
+            Ok(TargetRow { id: r.get(0)?, kind: r.get(1)?, path: r.get(2)?, name: r.get(3)? })
+        })
+    }
+
+    async fn load_scores(&mut self, ids: &[Uuid]) -> Result<Vec<ScoreRow>, BatchError> {
+        let params: Vec<P> = ids.iter().map(|i| i as P).collect();
+        self.select_in("SELECT lead_id, ledger, model_version FROM lead_scores WHERE lead_id", &params, |r| {
+            Ok(ScoreRow { lead_id: r.get(0)?, ledger: r.get(1)?, model_version: r.get(2)? })
+        })
+    }
+
+    async fn load_inputs(&mut self, ids: &[Uuid]) -> Result<Vec<InputsRow>, BatchError> {
+        let params: Vec<P> = ids.iter().map(|i| i as P).collect();
+        self.select_in("SELECT lead_id, events FROM lead_inputs WHERE lead_id", &params, |r| Ok(InputsRow { lead_id: r.get(0)?, events: r.get(1)? }))
+    }
+
+    async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, \
+             priority = excluded.priority, profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, \
+             ledger = excluded.ledger, model_version = excluded.model_version, scored_at = excluded.scored_at",
+        )?;
+        for r in rows {
+            stmt.execute(rusqlite::params![r.lead_id, r.score, r.priority, r.profile, r.temperature, r.grade, r.ledger, r.model_version, r.at])?;
+        }
+        Ok(())
+    }
+
+    async fn save_inputs(&mut self, rows: &[(Uuid, Vec<u8>)]) -> Result<(), BatchError> {
+        let mut stmt = self.0.prepare_cached(
+            "INSERT INTO lead_inputs (lead_id, events, rev) VALUES (?1, ?2, 1) \
+             ON CONFLICT (lead_id) DO UPDATE SET events = excluded.events, rev = lead_inputs.rev + 1",
+        )?;
+        for (id, events) in rows {
+            stmt.execute(rusqlite::params![id, events])?;
+        }
+        Ok(())
+    }
+
+    async fn lead_statuses(&mut self, ids: &[Uuid]) -> Result<Vec<StatusRow>, BatchError> {
+        let params: Vec<P> = ids.iter().map(|i| i as P).collect();
+        self.select_in("SELECT id, status FROM leads WHERE id", &params, |r| Ok(StatusRow { id: r.get(0)?, status: r.get(1)? }))
+    }
+
+    async fn leads_of_visitors(&mut self, visitors: &[&str]) -> Result<Vec<VisitorLead>, BatchError> {
+        let mut out = Vec::new();
+        let mut stmt = self.0.prepare_cached("SELECT id, status FROM leads WHERE visitor_id = ?1 ORDER BY created_at DESC LIMIT 1")?;
+        for v in visitors {
+            let mut rows = stmt.query_map([v], |r| Ok(VisitorLead { visitor_id: v.to_string(), id: r.get(0)?, status: r.get(1)? }))?;
+            if let Some(x) = rows.next() {
+                out.push(x?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
+        let mut stmt = self.0.prepare_cached("SELECT at, kind, data FROM events WHERE visitor_id = ?1 AND lead_id = ?2")?;
+        let rows = stmt.query_map(rusqlite::params![visitor_id, lead_id], |r| {
+            let us: i64 = r.get(0)?;
+            let data: String = r.get(2)?;
+            Ok(StoredEvent { at: Ts::from_micros(us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH)), kind: r.get(1)?, data: serde_json::from_str(&data).unwrap_or(Value::Null) })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError> {
+        let mut stmt = self.0.prepare_cached("UPDATE leads SET status = 'sales_ready', updated_at = ?1 WHERE id = ?2 AND status IN ('new', 'nurturing')")?;
+        for id in ids {
+            stmt.execute(rusqlite::params![at, id])?;
+        }
+        Ok(())
     }
 
     async fn commit_tx(self) -> Result<(), BatchError> {

@@ -1,0 +1,393 @@
+//! Set-based re-scoring: after a model change every lead's ledger is rebuilt from its packed
+//! events (and, when the profile rules changed, its profile), chunk by chunk in lead order,
+//! while intake goes on between the chunks. Only rows whose result changed are written.
+//! The same pass without a model change refreshes the stored score and priority that lists
+//! sort by, as points decay and leave the priority window.
+
+use crate::db::Db;
+use crate::scoring::score_now;
+use crate::ts::Ts;
+use crate::{Store, StoreError};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+use voronka_domain::scoring::{Entry, Micros, Model, Profile, ScoredEvent, decode_inputs, decode_ledger, encode_ledger};
+
+const CHUNK: usize = 20_000;
+
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct RescoreReport {
+    /// Leads scored with the model.
+    pub rescored: u64,
+    /// Of those, leads whose score or ledger changed (and were written).
+    pub changed: u64,
+    pub millis: u64,
+}
+
+/// What a re-scoring pass does with a lead.
+#[derive(Clone)]
+pub(crate) struct Pass {
+    pub model: Arc<Model>,
+    pub version: i64,
+    /// Rebuild the behaviour part from the packed events (false: keep it, only re-decay).
+    pub behaviour: bool,
+    /// Re-run the profile rules on the lead's fields (false: keep the profile entries,
+    /// matched to the new model's rules by id).
+    pub profile: bool,
+    /// The model (and its version) the stored ledgers were made with, to carry entries
+    /// over by rule id.
+    pub previous: Option<(i64, Arc<Model>)>,
+    /// Event targets: id → (mask of the model's event rules, is a page view).
+    pub masks: Arc<HashMap<u32, (u64, bool)>>,
+    pub now: Micros,
+}
+
+/// One stored lead as a pass reads it.
+pub(crate) struct Input {
+    pub lead_id: Uuid,
+    pub ledger: Vec<u8>,
+    pub version: i64,
+    pub score: f64,
+    pub priority: f64,
+    pub events: Option<Vec<u8>>,
+    pub profile: Option<Profile>,
+}
+
+/// A changed score row.
+pub(crate) struct Output {
+    pub lead_id: Uuid,
+    pub ledger: Vec<u8>,
+    pub score: f64,
+    pub priority: f64,
+    pub profile: f64,
+    pub temperature: &'static str,
+    pub grade: &'static str,
+}
+
+impl Pass {
+    /// The lead's new score row, or None when nothing changed.
+    pub(crate) fn run(&self, i: &Input) -> Option<Output> {
+        let old = decode_ledger(&i.ledger);
+        let mut ledger: Vec<Entry> = Vec::with_capacity(old.len());
+        // Profile entries: re-run, or carried over by rule id.
+        match (&i.profile, self.profile) {
+            (Some(p), true) => ledger.extend(self.model.profile_entries(p, self.now)),
+            _ => ledger.extend(self.carry(&old, i.version, true)),
+        }
+        if self.behaviour {
+            let scored: Vec<ScoredEvent> = i
+                .events
+                .as_deref()
+                .map(|b| {
+                    decode_inputs(b)
+                        .map(|(at, t)| {
+                            let (mask, page_view) = self.masks.get(&t).copied().unwrap_or((0, false));
+                            ScoredEvent { at, mask, page_view }
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            ledger.extend(self.model.behaviour_entries(&scored));
+        } else {
+            ledger.extend(self.carry(&old, i.version, false));
+        }
+        let s = score_now(&self.model, &ledger, self.now);
+        let bytes = encode_ledger(&ledger);
+        let same = bytes == i.ledger && i.version == self.version && (s.score - i.score).abs() < 0.05 && (s.priority - i.priority).abs() < 0.05;
+        (!same).then(|| Output {
+            lead_id: i.lead_id,
+            ledger: bytes,
+            score: s.score,
+            priority: s.priority,
+            profile: s.profile,
+            temperature: s.temperature.as_str(),
+            grade: s.grade.as_str(),
+        })
+    }
+
+    /// Entries of one part (profile or behaviour) of an old ledger, renumbered for this
+    /// model by rule id; entries of rules that no longer exist are dropped.
+    fn carry(&self, old: &[Entry], old_version: i64, profile: bool) -> Vec<Entry> {
+        let part = old.iter().filter(|e| e.profile == profile);
+        if old_version == self.version {
+            return part.copied().collect();
+        }
+        let Some((_, prev)) = &self.previous else {
+            return Vec::new();
+        };
+        let index: HashMap<&str, u16> = self.model.spec.rules.iter().enumerate().map(|(i, r)| (r.id.as_str(), i as u16)).collect();
+        part.filter_map(|e| index.get(prev.rule_id(e.rule)).map(|&rule| Entry { rule, ..*e })).collect()
+    }
+}
+
+/// Computes a chunk on all cores.
+pub(crate) fn run_chunk(pass: &Pass, inputs: &[Input]) -> Vec<Output> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    if inputs.len() < 2_000 || threads == 1 {
+        return inputs.iter().filter_map(|i| pass.run(i)).collect();
+    }
+    let per = inputs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = inputs.chunks(per).map(|c| s.spawn(move || c.iter().filter_map(|i| pass.run(i)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
+}
+
+impl Store {
+    /// Validates and saves a new model, then re-scores every lead with it.
+    pub async fn put_model(&self, json: &Value) -> Result<Result<(i64, RescoreReport), voronka_domain::scoring::ModelErrors>, StoreError> {
+        let model = match Model::from_json(json) {
+            Ok(m) => Arc::new(m),
+            Err(e) => return Ok(Err(e)),
+        };
+        let (old_version, old) = self.refresh_model().await?;
+        let now = self.now();
+        let stored = model.to_json();
+        let version: i64 = crate::db::with_write!(&self.db, p => {
+            sqlx::query_scalar::<_, i64>(
+                "INSERT INTO scoring_models (version, model, created_at) SELECT COALESCE(MAX(version), 0) + 1, $1, $2 FROM scoring_models RETURNING version",
+            )
+            .bind(&stored).bind(now).fetch_one(p).await?
+        });
+        self.models.insert(version, model.clone(), true);
+        let pass_profile = !model.same_profile_rules(&old);
+        let report = self.rescore(version, model, Some((old_version, old)), pass_profile, true).await?;
+        tracing::info!(old_version, version, rescored = report.rescored, changed = report.changed, millis = report.millis, "scoring model replaced");
+        Ok(Ok((version, report)))
+    }
+
+    /// Refreshes the stored score and priority of every lead for the current time (decay,
+    /// the priority window); leads made with an older model are re-scored fully.
+    pub async fn refresh_scores(&self) -> Result<RescoreReport, StoreError> {
+        let (version, model) = self.refresh_model().await?;
+        self.rescore(version, model, None, false, false).await
+    }
+
+    async fn rescore(
+        &self,
+        version: i64,
+        model: Arc<Model>,
+        previous: Option<(i64, Arc<Model>)>,
+        profile: bool,
+        behaviour: bool,
+    ) -> Result<RescoreReport, StoreError> {
+        let started = Instant::now();
+        let masks = Arc::new(self.target_masks(&model).await?);
+        let pass = Pass { model, version, behaviour, profile, previous, masks, now: self.now().micros() };
+        let mut report = RescoreReport::default();
+        let mut after: Option<Uuid> = None;
+        loop {
+            let inputs = self.rescore_read(after, pass.profile).await?;
+            let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
+            // A ledger made with a model this pass cannot carry entries from is rebuilt whole.
+            let previous_version = pass.previous.as_ref().map(|p| p.0);
+            let (fresh, stale): (Vec<Input>, Vec<Input>) =
+                inputs.into_iter().partition(|i| i.version == version || Some(i.version) == previous_version);
+            report.rescored += (fresh.len() + stale.len()) as u64;
+            let mut outputs = run_chunk(&pass, &fresh);
+            if !stale.is_empty() {
+                let full = Pass { behaviour: true, profile: true, previous: None, ..pass.clone() };
+                let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
+                let with_profile = self.rescore_profiles(&ids).await?;
+                let stale: Vec<Input> = stale.into_iter().map(|mut i| {
+                    i.profile = with_profile.get(&i.lead_id).cloned();
+                    i
+                }).collect();
+                outputs.extend(run_chunk(&full, &stale));
+            }
+            report.changed += outputs.len() as u64;
+            if !outputs.is_empty() {
+                self.rescore_write(&outputs, version).await?;
+            }
+            after = Some(last);
+        }
+        report.millis = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Every event target's mask under `model`.
+    async fn target_masks(&self, model: &Model) -> Result<HashMap<u32, (u64, bool)>, StoreError> {
+        let rows: Vec<(i64, String, String, String)> = crate::db::with_read!(&self.db, p => {
+            sqlx::query_as("SELECT id, kind, path, name FROM event_targets").fetch_all(p).await?
+        });
+        Ok(rows.into_iter().map(|(id, kind, path, name)| (id as u32, (model.target_mask(&kind, &path, &name), kind == "page_view"))).collect())
+    }
+
+    async fn rescore_read(&self, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
+        match &self.db {
+            Db::Sqlite { .. } => {
+                let path = self.sqlite_file()?;
+                tokio::task::spawn_blocking(move || sqlite_read(&path, after, profile))
+                    .await
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score reader stopped: {e}")))?
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score read failed: {e}")))
+            }
+            Db::Pg(pool) => pg_read(pool, after, profile).await,
+        }
+    }
+
+    async fn rescore_profiles(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Profile>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let sql = format!("SELECT {} FROM {} WHERE l.id IN ({})", crate::leads::LEAD_COLUMNS, crate::leads::LEAD_FROM, placeholders(chunk.len()));
+            let rows: Vec<crate::leads::LeadRow> = crate::db::with_read!(&self.db, p => {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(p).await?
+            });
+            for r in rows {
+                out.insert(r.id, crate::intake::profile_of_row(&r));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn rescore_write(&self, outputs: &[Output], version: i64) -> Result<(), StoreError> {
+        let at = self.now();
+        match &self.db {
+            Db::Sqlite { .. } => {
+                let path = self.sqlite_file()?;
+                // Moved into the blocking writer; the rows are small.
+                let rows: Vec<Output> = outputs.iter().map(|o| Output { ledger: o.ledger.clone(), ..*o }).collect();
+                tokio::task::spawn_blocking(move || sqlite_write(&path, &rows, version, at))
+                    .await
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score writer stopped: {e}")))?
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score write failed: {e}")))
+            }
+            Db::Pg(pool) => pg_write(pool, outputs, version, at).await,
+        }
+    }
+
+    fn sqlite_file(&self) -> Result<std::path::PathBuf, StoreError> {
+        self.sqlite_path.clone().ok_or_else(|| StoreError::Other(anyhow::anyhow!("no SQLite file")))
+    }
+}
+
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
+     FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
+
+fn sqlite_read(path: &std::path::Path, after: Option<Uuid>, profile: bool) -> rusqlite::Result<Vec<Input>> {
+    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let sql = format!("{READ_SQL} WHERE s.lead_id > ?1 ORDER BY s.lead_id LIMIT {CHUNK}");
+    let mut stmt = conn.prepare(&sql)?;
+    let start = after.map(|u| u.as_bytes().to_vec()).unwrap_or_default();
+    let mut rows: Vec<Input> = stmt
+        .query_map([start], |r| {
+            Ok(Input { lead_id: r.get(0)?, ledger: r.get(1)?, version: r.get(2)?, score: r.get(3)?, priority: r.get(4)?, events: r.get(5)?, profile: None })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if profile && !rows.is_empty() {
+        // The profile fields, from the same snapshot ordering; columns as in `profile_of_row`.
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, phone, email, messenger, company, position, city, interest, message, channel, campaign, source, \
+             utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields \
+             FROM leads WHERE id = ?1",
+        )?;
+        for row in rows.iter_mut() {
+            let p = stmt.query_row([row.lead_id], |r| {
+                let names = [
+                    "name", "phone", "email", "messenger", "company", "position", "city", "interest", "message", "channel", "campaign", "source",
+                    "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "referrer", "landing_page", "tracking_number",
+                ];
+                let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(names.len());
+                for (i, n) in names.iter().enumerate() {
+                    top.push((n, r.get(i)?));
+                }
+                let budget: Option<f64> = r.get(20)?;
+                let fields: String = r.get(21)?;
+                let custom = serde_json::from_str::<serde_json::Map<String, Value>>(&fields).unwrap_or_default();
+                Ok(Profile::new(&top, budget, &custom))
+            });
+            row.profile = p.ok();
+        }
+    }
+    Ok(rows)
+}
+
+fn sqlite_write(path: &std::path::Path, rows: &[Output], version: i64, at: Ts) -> rusqlite::Result<()> {
+    let mut conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        // A lead scored live with a newer model meanwhile keeps its row.
+        let mut stmt = tx.prepare(
+            "UPDATE lead_scores SET score = ?1, priority = ?2, profile = ?3, temperature = ?4, grade = ?5, ledger = ?6, \
+             model_version = ?7, scored_at = ?8 WHERE lead_id = ?9 AND model_version <= ?7",
+        )?;
+        for o in rows {
+            stmt.execute(rusqlite::params![o.score, o.priority, o.profile, o.temperature, o.grade, o.ledger, version, at, o.lead_id])?;
+        }
+    }
+    tx.commit()
+}
+
+#[derive(sqlx::FromRow)]
+struct PgInput {
+    lead_id: Uuid,
+    ledger: Vec<u8>,
+    model_version: i64,
+    score: f64,
+    priority: f64,
+    events: Option<Vec<u8>>,
+}
+
+async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
+    let sql = format!("{READ_SQL} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}");
+    let rows: Vec<PgInput> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after.unwrap_or(Uuid::nil())).fetch_all(pool).await?;
+    let mut inputs: Vec<Input> = rows
+        .into_iter()
+        .map(|r| Input { lead_id: r.lead_id, ledger: r.ledger, version: r.model_version, score: r.score, priority: r.priority, events: r.events, profile: None })
+        .collect();
+    if profile && !inputs.is_empty() {
+        let ids: Vec<Uuid> = inputs.iter().map(|i| i.lead_id).collect();
+        let sql = format!("SELECT {} FROM {} WHERE l.id = ANY($1)", crate::leads::LEAD_COLUMNS, crate::leads::LEAD_FROM);
+        let rows: Vec<crate::leads::LeadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(&ids).fetch_all(pool).await?;
+        let mut by_id: HashMap<Uuid, Profile> = rows.iter().map(|r| (r.id, crate::intake::profile_of_row(r))).collect();
+        for i in inputs.iter_mut() {
+            i.profile = by_id.remove(&i.lead_id);
+        }
+    }
+    Ok(inputs)
+}
+
+async fn pg_write(pool: &sqlx::PgPool, rows: &[Output], version: i64, at: Ts) -> Result<(), StoreError> {
+    for chunk in rows.chunks(5_000) {
+        let id: Vec<Uuid> = chunk.iter().map(|o| o.lead_id).collect();
+        let score: Vec<f64> = chunk.iter().map(|o| o.score).collect();
+        let priority: Vec<f64> = chunk.iter().map(|o| o.priority).collect();
+        let profile: Vec<f64> = chunk.iter().map(|o| o.profile).collect();
+        let temperature: Vec<&str> = chunk.iter().map(|o| o.temperature).collect();
+        let grade: Vec<&str> = chunk.iter().map(|o| o.grade).collect();
+        let ledger: Vec<&[u8]> = chunk.iter().map(|o| o.ledger.as_slice()).collect();
+        sqlx::query(
+            "UPDATE lead_scores s SET score = u.score, priority = u.priority, profile = u.profile, temperature = u.temperature, \
+             grade = u.grade, ledger = u.ledger, model_version = $8, scored_at = $9 \
+             FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[]) \
+             AS u(id, score, priority, profile, temperature, grade, ledger) \
+             WHERE s.lead_id = u.id AND s.model_version <= $8",
+        )
+        .bind(&id)
+        .bind(&score)
+        .bind(&priority)
+        .bind(&profile)
+        .bind(&temperature)
+        .bind(&grade)
+        .bind(&ledger)
+        .bind(version)
+        .bind(at)
+        .execute(pool)
+        .await?;
+    }
+    Ok(())
+}
