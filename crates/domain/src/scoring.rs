@@ -154,17 +154,61 @@ pub enum Op {
 
 /// Lead fields a profile condition may name directly.
 pub const PROFILE_FIELDS: &[&str] = &[
-    "name", "phone", "email", "messenger", "company", "position", "city", "interest", "message", "budget", "channel",
-    "campaign", "source", "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "referrer", "landing_page",
+    "name",
+    "phone",
+    "email",
+    "messenger",
+    "company",
+    "position",
+    "city",
+    "interest",
+    "message",
+    "budget",
+    "channel",
+    "campaign",
+    "source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "referrer",
+    "landing_page",
     "tracking_number",
 ];
 
 /// Words of a decision maker's job title, in English and Russian (matched as word stems).
 pub const DECISION_MAKER_WORDS: &[&str] = &[
-    "director", "ceo", "cfo", "cto", "coo", "cmo", "owner", "founder", "co-founder", "president", "head", "chief",
-    "managing partner", "general manager", "vp", "vice president", "chairman", "директор", "руководител", "владел",
-    "учредител", "основател", "генеральн", "начальник", "глава", "президент", "собственник", "председател",
-    "управляющ", "партн",
+    "director",
+    "ceo",
+    "cfo",
+    "cto",
+    "coo",
+    "cmo",
+    "owner",
+    "founder",
+    "co-founder",
+    "president",
+    "head",
+    "chief",
+    "managing partner",
+    "general manager",
+    "vp",
+    "vice president",
+    "chairman",
+    "директор",
+    "руководител",
+    "владел",
+    "учредител",
+    "основател",
+    "генеральн",
+    "начальник",
+    "глава",
+    "президент",
+    "собственник",
+    "председател",
+    "управляющ",
+    "партн",
 ];
 
 /// Canonical form of a city for comparison: lower-case, `ё` as `е`, without `г.`.
@@ -190,10 +234,27 @@ pub struct Model {
 
 #[derive(Debug, Clone)]
 enum Rule {
-    Event { event: String, url_contains: Vec<String>, url_pattern: Option<Regex>, name_in: Vec<String>, name_pattern: Option<Regex>, cap: usize, bit: u32 },
-    Visits { visits: usize, within_us: f64, gap_us: f64, cap: usize },
-    Profile { conditions: Vec<Condition> },
-    Geo { cities: Vec<String> },
+    Event {
+        event: String,
+        url_contains: Vec<String>,
+        url_pattern: Option<Regex>,
+        name_in: Vec<String>,
+        name_pattern: Option<Regex>,
+        cap: usize,
+        bit: u32,
+    },
+    Visits {
+        visits: usize,
+        within_us: f64,
+        gap_us: f64,
+        cap: usize,
+    },
+    Profile {
+        conditions: Vec<Condition>,
+    },
+    Geo {
+        cities: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -248,7 +309,10 @@ impl Model {
         }
         let thresholds: Option<Thresholds> = match o.get("thresholds") {
             None => {
-                errors.insert("thresholds".into(), Msg::new("required: warm, hot, sales_ready, grade_a, grade_b", "обязательны: warm, hot, sales_ready, grade_a, grade_b"));
+                errors.insert(
+                    "thresholds".into(),
+                    Msg::new("required: warm, hot, sales_ready, grade_a, grade_b", "обязательны: warm, hot, sales_ready, grade_a, grade_b"),
+                );
                 None
             }
             Some(t) => match serde_json::from_value::<Thresholds>(t.clone()) {
@@ -266,7 +330,8 @@ impl Model {
             if t.grade_b > t.grade_a {
                 errors.insert("thresholds.grade_a".into(), Msg::new("must not be below grade_b", "не может быть меньше grade_b"));
             }
-            for (k, v) in [("warm", t.warm), ("hot", t.hot), ("sales_ready", t.sales_ready), ("grade_a", t.grade_a), ("grade_b", t.grade_b)] {
+            for (k, v) in [("warm", t.warm), ("hot", t.hot), ("sales_ready", t.sales_ready), ("grade_a", t.grade_a), ("grade_b", t.grade_b)]
+            {
                 if !v.is_finite() {
                     errors.insert(format!("thresholds.{k}"), Msg::new("must be a number", "нужно число"));
                 }
@@ -298,14 +363,23 @@ impl Model {
                         errors.insert(format!("{at}.id"), Msg::new("is used by another rule", "уже занят другим правилом"));
                     }
                     if !spec.points.is_finite() || spec.points.abs() > 1000.0 {
-                        errors.insert(format!("{at}.points"), Msg::new("must be a number from -1000 to 1000", "нужно число от -1000 до 1000"));
+                        errors.insert(
+                            format!("{at}.points"),
+                            Msg::new("must be a number from -1000 to 1000", "нужно число от -1000 до 1000"),
+                        );
                     }
                     match compile_rule(&spec.kind, event_rules) {
                         Ok(rule) => {
                             if matches!(rule, Rule::Event { .. }) {
                                 event_rules += 1;
                                 if event_rules as usize > MAX_EVENT_RULES {
-                                    errors.insert(at.clone(), Msg::new(format!("a model has at most {MAX_EVENT_RULES} event rules"), format!("в модели не более {MAX_EVENT_RULES} правил по событиям")));
+                                    errors.insert(
+                                        at.clone(),
+                                        Msg::new(
+                                            format!("a model has at most {MAX_EVENT_RULES} event rules"),
+                                            format!("в модели не более {MAX_EVENT_RULES} правил по событиям"),
+                                        ),
+                                    );
                                 }
                             }
                             rules.push(rule);
@@ -560,7 +634,13 @@ fn compile_rule(kind: &RuleKindSpec, bit: u32) -> Result<Rule, Vec<(String, Msg)
     let rule = match kind {
         RuleKindSpec::Event { event, url_contains, url_pattern, name_in, name_pattern, cap } => {
             if !crate::lead::is_slug(event) {
-                problems.push(("event".into(), Msg::new("must be an event type such as page_view (latin letters, digits, _ or -)", "нужен тип события, например page_view (латиница, цифры, _ или -)")));
+                problems.push((
+                    "event".into(),
+                    Msg::new(
+                        "must be an event type such as page_view (latin letters, digits, _ or -)",
+                        "нужен тип события, например page_view (латиница, цифры, _ или -)",
+                    ),
+                ));
             }
             if *cap < 1 || *cap > 10_000 {
                 problems.push(("cap".into(), Msg::new("must be from 1 to 10000", "от 1 до 10000")));
@@ -568,8 +648,15 @@ fn compile_rule(kind: &RuleKindSpec, bit: u32) -> Result<Rule, Vec<(String, Msg)
             if url_contains.iter().any(|c| c.trim().is_empty()) {
                 problems.push(("url_contains".into(), Msg::new("has an empty entry", "есть пустое значение")));
             }
-            let url_pattern = url_pattern.as_deref().map(compile_regex).transpose().map_err(|e| problems.push(("url_pattern".into(), e))).ok().flatten();
-            let name_pattern = name_pattern.as_deref().map(compile_regex).transpose().map_err(|e| problems.push(("name_pattern".into(), e))).ok().flatten();
+            let url_pattern =
+                url_pattern.as_deref().map(compile_regex).transpose().map_err(|e| problems.push(("url_pattern".into(), e))).ok().flatten();
+            let name_pattern = name_pattern
+                .as_deref()
+                .map(compile_regex)
+                .transpose()
+                .map_err(|e| problems.push(("name_pattern".into(), e)))
+                .ok()
+                .flatten();
             Rule::Event {
                 event: event.clone(),
                 url_contains: url_contains.iter().map(|c| c.trim().to_lowercase()).collect(),
@@ -593,7 +680,12 @@ fn compile_rule(kind: &RuleKindSpec, bit: u32) -> Result<Rule, Vec<(String, Msg)
             if *cap < 1 || *cap > 10_000 {
                 problems.push(("cap".into(), Msg::new("must be from 1 to 10000", "от 1 до 10000")));
             }
-            Rule::Visits { visits: *visits as usize, within_us: within_hours * HOUR, gap_us: gap_minutes * 60_000_000.0, cap: *cap as usize }
+            Rule::Visits {
+                visits: *visits as usize,
+                within_us: within_hours * HOUR,
+                gap_us: gap_minutes * 60_000_000.0,
+                cap: *cap as usize,
+            }
         }
         RuleKindSpec::Profile { conditions } => {
             if conditions.is_empty() {
@@ -627,7 +719,16 @@ fn compile_condition(c: &ConditionSpec) -> Result<Condition, Msg> {
     } else {
         return Err(Msg::new(format!("unknown field {:?}", c.field), format!("неизвестное поле {:?}", c.field)));
     };
-    let mut cond = Condition { field, op: c.op, value: c.value.clone(), values: c.values.clone(), contains: String::new(), pattern: None, min: c.min, max: c.max };
+    let mut cond = Condition {
+        field,
+        op: c.op,
+        value: c.value.clone(),
+        values: c.values.clone(),
+        contains: String::new(),
+        pattern: None,
+        min: c.min,
+        max: c.max,
+    };
     match c.op {
         Op::Exists | Op::FreeMail | Op::DecisionMaker => {}
         Op::Equals => {
@@ -684,7 +785,9 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Bool(x), other) | (other, Value::Bool(x)) => match other {
             Value::Bool(y) => x == y,
-            Value::String(s) => matches!((x, s.trim().to_lowercase().as_str()), (true, "true" | "yes" | "да" | "1") | (false, "false" | "no" | "нет" | "0")),
+            Value::String(s) => {
+                matches!((x, s.trim().to_lowercase().as_str()), (true, "true" | "yes" | "да" | "1") | (false, "false" | "no" | "нет" | "0"))
+            }
             Value::Number(n) => n.as_f64() == Some(if *x { 1.0 } else { 0.0 }),
             _ => false,
         },
@@ -706,7 +809,9 @@ impl Condition {
             Op::In => v.as_ref().is_some_and(|v| self.values.iter().any(|x| loose_eq(v, x))),
             Op::Contains => v.as_ref().and_then(value_text).is_some_and(|s| s.to_lowercase().contains(&self.contains)),
             Op::Pattern => v.as_ref().and_then(value_text).is_some_and(|s| self.pattern.as_ref().is_some_and(|p| p.is_match(&s))),
-            Op::Range => v.as_ref().and_then(value_number).is_some_and(|n| self.min.is_none_or(|m| n >= m) && self.max.is_none_or(|m| n <= m)),
+            Op::Range => {
+                v.as_ref().and_then(value_number).is_some_and(|n| self.min.is_none_or(|m| n >= m) && self.max.is_none_or(|m| n <= m))
+            }
             Op::FreeMail => v.as_ref().and_then(value_text).and_then(|s| Email::parse(&s)).is_some_and(|e| e.is_free_mail()),
             Op::DecisionMaker => v.as_ref().and_then(value_text).is_some_and(|s| is_decision_maker(&s)),
         }
@@ -840,9 +945,9 @@ pub fn encode_inputs(events: &[(Micros, u32)]) -> Vec<u8> {
 }
 
 pub fn decode_inputs(bytes: &[u8]) -> impl Iterator<Item = (Micros, u32)> + '_ {
-    bytes.chunks_exact(12).map(|c| {
-        (i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]), u32::from_le_bytes([c[8], c[9], c[10], c[11]]))
-    })
+    bytes
+        .chunks_exact(12)
+        .map(|c| (i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]), u32::from_le_bytes([c[8], c[9], c[10], c[11]])))
 }
 
 /// The starter model of SPEC §3.
@@ -973,7 +1078,8 @@ mod tests {
     #[test]
     fn caps_keep_the_most_recent_events() {
         let m = model();
-        let events = vec![ev(&m, "calculator", "", "", NOW - 60 * D), ev(&m, "calculator", "", "", NOW), ev(&m, "calculator", "", "", NOW - 30 * D)];
+        let events =
+            vec![ev(&m, "calculator", "", "", NOW - 60 * D), ev(&m, "calculator", "", "", NOW), ev(&m, "calculator", "", "", NOW - 30 * D)];
         // The two most recent count: 4 + 2.
         assert!((behaviour(&m, &events) - 6.0).abs() < 1e-9);
     }
@@ -1006,7 +1112,9 @@ mod tests {
         assert_eq!(profile_points(&[("email", "a@Mail.RU")]), -2.0);
         assert_eq!(profile_points(&[("phone", "+79215551234"), ("email", "a@yandex.ru")]), 1.0);
         assert_eq!(profile_points(&[("company", "ООО Ромашка")]), 2.0);
-        for title in ["Генеральный директор", "CEO", "owner", "Руководитель отдела закупок", "Head of Sales", "Владелец бизнеса", "Co-Founder"] {
+        for title in
+            ["Генеральный директор", "CEO", "owner", "Руководитель отдела закупок", "Head of Sales", "Владелец бизнеса", "Co-Founder"]
+        {
             assert_eq!(profile_points(&[("position", title)]), 3.0, "{title}");
         }
         for title in ["менеджер", "doctor", "accountant", "стажёр"] {
@@ -1018,7 +1126,8 @@ mod tests {
         assert_eq!(profile_points(&[("fields.budget_ok", "true")]), 5.0);
         assert_eq!(profile_points(&[("fields.budget_ok", "да")]), 5.0);
         assert_eq!(profile_points(&[("fields.budget_ok", "false")]), 0.0);
-        for city in ["Москва", "г. Москва", "moscow", "Санкт-Петербург", "Saint Petersburg", "спб", "Питер", "St. Petersburg"] {
+        for city in ["Москва", "г. Москва", "moscow", "Санкт-Петербург", "Saint Petersburg", "спб", "Питер", "St. Petersburg"]
+        {
             assert_eq!(profile_points(&[("city", city)]), 2.0, "{city}");
         }
         assert_eq!(profile_points(&[("city", "Тверь")]), 0.0);
@@ -1053,7 +1162,8 @@ mod tests {
         let m = model();
         // Same score now: 8 points two days ago vs. 16 points 30 days ago (decayed to 8).
         let recent = m.behaviour_entries(&[ev(&m, "callback_request", "", "", NOW - 2 * D)]);
-        let old = m.behaviour_entries(&[ev(&m, "callback_request", "", "", NOW - 32 * D), ev(&m, "callback_request", "", "", NOW - 32 * D + 1)]);
+        let old =
+            m.behaviour_entries(&[ev(&m, "callback_request", "", "", NOW - 32 * D), ev(&m, "callback_request", "", "", NOW - 32 * D + 1)]);
         let (sr, so) = (m.score(&recent, NOW), m.score(&old, NOW));
         assert!((sr - so).abs() < 0.5, "{sr} vs {so}");
         assert!(m.priority(&recent, NOW) > m.priority(&old, NOW) + 7.0);
@@ -1071,7 +1181,8 @@ mod tests {
             t += ((i * 7919) % 300) as i64 * MIN;
             let kind = kinds[(i as usize * 31) % kinds.len()];
             let e = ev(&m, kind, paths[(i as usize * 17) % paths.len()], "", t);
-            let views: Vec<Micros> = events.iter().filter(|x: &&ScoredEvent| x.page_view && x.at >= t - m.visit_lookback()).map(|x| x.at).collect();
+            let views: Vec<Micros> =
+                events.iter().filter(|x: &&ScoredEvent| x.page_view && x.at >= t - m.visit_lookback()).map(|x| x.at).collect();
             m.apply_event(&mut ledger, e, &views);
             events.push(e);
             let full = m.behaviour_entries(&events);

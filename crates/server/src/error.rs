@@ -27,7 +27,9 @@ pub enum ApiError {
     MalformedJson(String),
     UnsupportedMediaType(&'static str),
     PayloadTooLarge,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     ContactRequired(FieldErrors),
     InvalidFields(FieldErrors),
     /// A scoring model with problems, each named by its rule or setting.
@@ -112,9 +114,13 @@ impl ApiError {
                 t("A usable phone, e-mail or messenger is required", "Нужен корректный телефон, e-mail или мессенджер")
             }
             ApiError::InvalidFields(_) => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
-            ApiError::InvalidModel(_) => t("The scoring model has problems; each is named", "В модели скоринга есть ошибки; каждая указана"),
+            ApiError::InvalidModel(_) => {
+                t("The scoring model has problems; each is named", "В модели скоринга есть ошибки; каждая указана")
+            }
             ApiError::UnknownSiteKey => t("Unknown site key", "Неизвестный ключ сайта"),
-            ApiError::OriginNotAllowed => t("This site may not send events from this origin", "С этого адреса сайту нельзя отправлять события"),
+            ApiError::OriginNotAllowed => {
+                t("This site may not send events from this origin", "С этого адреса сайту нельзя отправлять события")
+            }
             ApiError::IdempotencyConflict => {
                 t("This Idempotency-Key was used with a different body", "Этот Idempotency-Key уже использован с другим телом запроса")
             }

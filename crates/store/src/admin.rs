@@ -324,3 +324,12 @@ impl Store {
         Ok(n == 1)
     }
 }
+
+impl Store {
+    /// Topics in the outbox, oldest first (for tests and operations).
+    pub async fn outbox_topics(&self) -> Result<Vec<String>, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_scalar::<_, String>("SELECT topic FROM outbox ORDER BY id").fetch_all(p).await?
+        }))
+    }
+}

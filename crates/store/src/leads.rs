@@ -1,6 +1,7 @@
 //! The lead read model: one lead by id, filtered lists with cursor pagination, the timeline.
 
 use crate::db::with_read;
+use crate::scoring::{micros, score_now};
 use crate::ts::Ts;
 use crate::{Store, StoreError};
 use base64::Engine;
@@ -9,7 +10,6 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use sqlx::QueryBuilder;
 use uuid::Uuid;
-use crate::scoring::{micros, score_now};
 use voronka_domain::LeadStatus;
 use voronka_domain::scoring::{Micros, Model, decode_ledger};
 
@@ -403,7 +403,10 @@ impl Store {
             items.push(self.lead_of(r.row).await?);
         }
         let next_cursor = if more {
-            items.last().zip(sort_values.last()).map(|(l, v)| Cursor { value: v.unwrap_or(0.0), created_us: l.created_at.micros(), id: l.id }.encode())
+            items
+                .last()
+                .zip(sort_values.last())
+                .map(|(l, v)| Cursor { value: v.unwrap_or(0.0), created_us: l.created_at.micros(), id: l.id }.encode())
         } else {
             None
         };

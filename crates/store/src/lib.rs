@@ -17,10 +17,10 @@ use voronka_domain::Clock;
 
 pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, hash_token, random_key};
 pub use db::{Backend, PoolOptions, redact};
-pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};
-pub use rescore::RescoreReport;
 pub use intake::{EventsCommand, EventsReply, TrackedEvent};
+pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};
 pub use leads::{Cursor, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
+pub use rescore::RescoreReport;
 pub use ts::Ts;
 
 #[derive(Debug, thiserror::Error)]

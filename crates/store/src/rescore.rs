@@ -96,7 +96,8 @@ impl Pass {
         }
         let s = score_now(&self.model, &ledger, self.now);
         let bytes = encode_ledger(&ledger);
-        let same = bytes == i.ledger && i.version == self.version && (s.score - i.score).abs() < 0.05 && (s.priority - i.priority).abs() < 0.05;
+        let same =
+            bytes == i.ledger && i.version == self.version && (s.score - i.score).abs() < 0.05 && (s.priority - i.priority).abs() < 0.05;
         (!same).then(|| Output {
             lead_id: i.lead_id,
             ledger: bytes,
@@ -131,7 +132,8 @@ pub(crate) fn run_chunk(pass: &Pass, inputs: &[Input]) -> Vec<Output> {
     }
     let per = inputs.len().div_ceil(threads);
     std::thread::scope(|s| {
-        let handles: Vec<_> = inputs.chunks(per).map(|c| s.spawn(move || c.iter().filter_map(|i| pass.run(i)).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> =
+            inputs.chunks(per).map(|c| s.spawn(move || c.iter().filter_map(|i| pass.run(i)).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
     })
 }
@@ -155,7 +157,14 @@ impl Store {
         self.models.insert(version, model.clone(), true);
         let pass_profile = !model.same_profile_rules(&old);
         let report = self.rescore(version, model, Some((old_version, old)), pass_profile, true).await?;
-        tracing::info!(old_version, version, rescored = report.rescored, changed = report.changed, millis = report.millis, "scoring model replaced");
+        tracing::info!(
+            old_version,
+            version,
+            rescored = report.rescored,
+            changed = report.changed,
+            millis = report.millis,
+            "scoring model replaced"
+        );
         Ok(Ok((version, report)))
     }
 
@@ -192,10 +201,13 @@ impl Store {
                 let full = Pass { behaviour: true, profile: true, previous: None, ..pass.clone() };
                 let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
                 let with_profile = self.rescore_profiles(&ids).await?;
-                let stale: Vec<Input> = stale.into_iter().map(|mut i| {
-                    i.profile = with_profile.get(&i.lead_id).cloned();
-                    i
-                }).collect();
+                let stale: Vec<Input> = stale
+                    .into_iter()
+                    .map(|mut i| {
+                        i.profile = with_profile.get(&i.lead_id).cloned();
+                        i
+                    })
+                    .collect();
                 outputs.extend(run_chunk(&full, &stale));
             }
             report.changed += outputs.len() as u64;
@@ -213,7 +225,10 @@ impl Store {
         let rows: Vec<(i64, String, String, String)> = crate::db::with_read!(&self.db, p => {
             sqlx::query_as("SELECT id, kind, path, name FROM event_targets").fetch_all(p).await?
         });
-        Ok(rows.into_iter().map(|(id, kind, path, name)| (id as u32, (model.target_mask(&kind, &path, &name), kind == "page_view"))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(id, kind, path, name)| (id as u32, (model.target_mask(&kind, &path, &name), kind == "page_view")))
+            .collect())
     }
 
     async fn rescore_read(&self, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
@@ -232,7 +247,12 @@ impl Store {
     async fn rescore_profiles(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Profile>, StoreError> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(500) {
-            let sql = format!("SELECT {} FROM {} WHERE l.id IN ({})", crate::leads::LEAD_COLUMNS, crate::leads::LEAD_FROM, placeholders(chunk.len()));
+            let sql = format!(
+                "SELECT {} FROM {} WHERE l.id IN ({})",
+                crate::leads::LEAD_COLUMNS,
+                crate::leads::LEAD_FROM,
+                placeholders(chunk.len())
+            );
             let rows: Vec<crate::leads::LeadRow> = crate::db::with_read!(&self.db, p => {
                 let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                 for id in chunk {
@@ -276,14 +296,25 @@ const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
 
 fn sqlite_read(path: &std::path::Path, after: Option<Uuid>, profile: bool) -> rusqlite::Result<Vec<Input>> {
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let sql = format!("{READ_SQL} WHERE s.lead_id > ?1 ORDER BY s.lead_id LIMIT {CHUNK}");
     let mut stmt = conn.prepare(&sql)?;
     let start = after.map(|u| u.as_bytes().to_vec()).unwrap_or_default();
     let mut rows: Vec<Input> = stmt
         .query_map([start], |r| {
-            Ok(Input { lead_id: r.get(0)?, ledger: r.get(1)?, version: r.get(2)?, score: r.get(3)?, priority: r.get(4)?, events: r.get(5)?, profile: None })
+            Ok(Input {
+                lead_id: r.get(0)?,
+                ledger: r.get(1)?,
+                version: r.get(2)?,
+                score: r.get(3)?,
+                priority: r.get(4)?,
+                events: r.get(5)?,
+                profile: None,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
     if profile && !rows.is_empty() {
@@ -296,8 +327,26 @@ fn sqlite_read(path: &std::path::Path, after: Option<Uuid>, profile: bool) -> ru
         for row in rows.iter_mut() {
             let p = stmt.query_row([row.lead_id], |r| {
                 let names = [
-                    "name", "phone", "email", "messenger", "company", "position", "city", "interest", "message", "channel", "campaign", "source",
-                    "utm_source", "utm_medium", "utm_campaign", "utm_content", "utm_term", "referrer", "landing_page", "tracking_number",
+                    "name",
+                    "phone",
+                    "email",
+                    "messenger",
+                    "company",
+                    "position",
+                    "city",
+                    "interest",
+                    "message",
+                    "channel",
+                    "campaign",
+                    "source",
+                    "utm_source",
+                    "utm_medium",
+                    "utm_campaign",
+                    "utm_content",
+                    "utm_term",
+                    "referrer",
+                    "landing_page",
+                    "tracking_number",
                 ];
                 let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(names.len());
                 for (i, n) in names.iter().enumerate() {
@@ -315,7 +364,10 @@ fn sqlite_read(path: &std::path::Path, after: Option<Uuid>, profile: bool) -> ru
 }
 
 fn sqlite_write(path: &std::path::Path, rows: &[Output], version: i64, at: Ts) -> rusqlite::Result<()> {
-    let mut conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    let mut conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -347,7 +399,15 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, profile: bool) -> Res
     let rows: Vec<PgInput> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after.unwrap_or(Uuid::nil())).fetch_all(pool).await?;
     let mut inputs: Vec<Input> = rows
         .into_iter()
-        .map(|r| Input { lead_id: r.lead_id, ledger: r.ledger, version: r.model_version, score: r.score, priority: r.priority, events: r.events, profile: None })
+        .map(|r| Input {
+            lead_id: r.lead_id,
+            ledger: r.ledger,
+            version: r.model_version,
+            score: r.score,
+            priority: r.priority,
+            events: r.events,
+            profile: None,
+        })
         .collect();
     if profile && !inputs.is_empty() {
         let ids: Vec<Uuid> = inputs.iter().map(|i| i.lead_id).collect();

@@ -90,10 +90,14 @@ pub struct ScoreView {
 pub fn round_parts(parts: &[f64]) -> (f64, Vec<f64>) {
     let total: f64 = parts.iter().sum();
     let target = (total * 10.0).round() as i64;
-    let mut floors: Vec<(usize, i64, f64)> = parts.iter().enumerate().map(|(i, p)| {
-        let t = p * 10.0;
-        (i, t.floor() as i64, t - t.floor())
-    }).collect();
+    let mut floors: Vec<(usize, i64, f64)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let t = p * 10.0;
+            (i, t.floor() as i64, t - t.floor())
+        })
+        .collect();
     let mut sum: i64 = floors.iter().map(|f| f.1).sum();
     floors.sort_by(|a, b| b.2.partial_cmp(&a.2).unwrap_or(std::cmp::Ordering::Equal));
     let mut out = vec![0i64; parts.len()];
@@ -132,7 +136,9 @@ impl Store {
             sqlx::query_scalar::<_, Value>("SELECT model FROM scoring_models WHERE version = $1").bind(version).fetch_optional(p).await?
         });
         let model = match json {
-            Some(j) => Arc::new(Model::from_json(&j).map_err(|e| StoreError::Invalid(format!("stored model {version} is invalid: {e:?}")))?),
+            Some(j) => {
+                Arc::new(Model::from_json(&j).map_err(|e| StoreError::Invalid(format!("stored model {version} is invalid: {e:?}")))?)
+            }
             None => Arc::new(Model::starter()),
         };
         self.models.insert(version, model.clone(), false);

@@ -18,12 +18,18 @@ use voronka_store::{EventsCommand, Site, TrackedEvent, Ts};
 pub const MAX_EVENTS: usize = 100;
 
 const NOT_LIST: Text = Text::new("must be a list of 1 to 100 events", "нужен список из 1–100 событий");
-const BAD_TYPE: Text = Text::new("use lower-case latin letters, digits, '-' and '_' (at most 50)", "допустимы строчные латинские буквы, цифры, '-' и '_' (не более 50)");
+const BAD_TYPE: Text = Text::new(
+    "use lower-case latin letters, digits, '-' and '_' (at most 50)",
+    "допустимы строчные латинские буквы, цифры, '-' и '_' (не более 50)",
+);
 const TOO_LONG: Text = Text::new("too long", "слишком длинное значение");
 const NOT_STRING: Text = Text::new("must be a string", "должно быть строкой");
 const BAD_TIME: Text = Text::new("must be an RFC 3339 time, not in the future", "нужно время в RFC 3339, не в будущем");
 const NOT_OBJECT: Text = Text::new("must be an object of at most 4 KB", "должно быть объектом не более 4 КБ");
-const BAD_VISITOR: Text = Text::new("use at most 100 latin letters, digits, '-', '_', '.' or ':'", "допустимо до 100 латинских букв, цифр, '-', '_', '.' или ':'");
+const BAD_VISITOR: Text = Text::new(
+    "use at most 100 latin letters, digits, '-', '_', '.' or ':'",
+    "допустимо до 100 латинских букв, цифр, '-', '_', '.' или ':'",
+);
 const NEEDS_TOKEN: Text = Text::new("events of a lead need an API token", "для событий лида нужен API-токен");
 const NEEDS_WHO: Text = Text::new("give visitor_id or lead_id", "укажите visitor_id или lead_id");
 const BAD_UUID: Text = Text::new("must be a lead id", "нужен идентификатор лида");
@@ -107,7 +113,11 @@ fn visitor_ok(v: &str) -> bool {
 
 fn site_key_of<'a>(body: &'a Value, query: Option<&'a str>) -> Option<String> {
     body.get("site_key").and_then(Value::as_str).map(String::from).or_else(|| {
-        serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or("")).ok()?.into_iter().find(|(k, _)| k == "site_key").map(|(_, v)| v)
+        serde_urlencoded::from_str::<Vec<(String, String)>>(query.unwrap_or(""))
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == "site_key")
+            .map(|(_, v)| v)
     })
 }
 
@@ -133,7 +143,12 @@ fn cors(resp: &mut Response, origin: Option<&str>) {
     responses((status = 202, description = "Accepted: {\"accepted\": N}"), (status = 401, description = "Unknown site key or token"),
         (status = 403, description = "The Origin is not one of the site's"), (status = 404, description = "Unknown lead_id"),
         (status = 422, description = "Bad fields, each named")))]
-pub async fn submit(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+pub async fn submit(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
     let body = body?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());

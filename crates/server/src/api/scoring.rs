@@ -1,8 +1,8 @@
 //! The points model (`GET`/`PUT /api/v1/scoring/model`) and a lead's score with its
 //! explanation (`GET /api/v1/leads/{id}/score`).
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -25,7 +25,11 @@ pub async fn get_model(State(st): State<AppState>, headers: HeaderMap) -> Result
     responses((status = 200, description = "Saved; every lead re-scored: {\"version\",\"rescored\",\"changed\",\"millis\",\"model\"}"),
         (status = 422, description = "invalid_model: fields name each rule or setting and its problem")),
     security(("bearer" = ["admin"])))]
-pub async fn put_model(State(st): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<axum::Json<Value>, ApiError> {
+pub async fn put_model(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<Value>, ApiError> {
     st.tokens.authorize(&st.store, &headers, "admin").await?;
     let body = body?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;

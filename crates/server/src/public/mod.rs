@@ -14,5 +14,8 @@ pub fn routes() -> Router<AppState> {
     let cors = CorsLayer::new().allow_origin(Any).allow_methods([Method::POST]).allow_headers([header::CONTENT_TYPE, header::ACCEPT]);
     // The explicit OPTIONS route lets the CORS layer answer preflights (the app-wide
     // method-not-allowed fallback would otherwise answer them first).
-    Router::new().route("/f/{form_key}", post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT })).layer(cors)
+    Router::new()
+        .route("/f/{form_key}", post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT }))
+        .layer(cors)
+        .route("/t.js", axum::routing::get(tracker::script))
 }

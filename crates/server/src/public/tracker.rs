@@ -6,8 +6,5 @@ use axum::response::IntoResponse;
 pub const TRACKER_JS: &str = include_str!("../../assets/t.js");
 
 pub async fn script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
-        TRACKER_JS,
-    )
+    ([(header::CONTENT_TYPE, "application/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], TRACKER_JS)
 }

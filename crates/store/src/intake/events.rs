@@ -66,7 +66,11 @@ pub(super) async fn write_events<'a, T: IntakeTx>(
     let by_visitor: HashMap<String, (Uuid, LeadStatus)> = if visitors.is_empty() {
         HashMap::new()
     } else {
-        tx.leads_of_visitors(&visitors).await?.into_iter().map(|r| (r.visitor_id, (r.id, r.status.parse().unwrap_or(LeadStatus::New)))).collect()
+        tx.leads_of_visitors(&visitors)
+            .await?
+            .into_iter()
+            .map(|r| (r.visitor_id, (r.id, r.status.parse().unwrap_or(LeadStatus::New))))
+            .collect()
     };
     let named: Vec<Uuid> = jobs.iter().filter_map(|(_, c, _)| c.lead_id).collect();
     let by_id: HashMap<Uuid, LeadStatus> = if named.is_empty() {

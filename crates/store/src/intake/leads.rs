@@ -53,7 +53,6 @@ enum Plan {
     Repeat(Uuid),
 }
 
-
 /// What `write_leads` decided and wrote, for `answer_leads` after the scores are final.
 pub(super) struct LeadPlans<'a> {
     plans: Vec<Plan>,
@@ -192,7 +191,15 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
             }
             None => with_keys(json!({ "identities": idents }), &prep.event),
         };
-        writes.events.push(EventInsert { lead_id: Some(id), visitor_id: lead.visitor_id.as_deref(), site_id: None, kind: "lead_created", at: *at, actor, data });
+        writes.events.push(EventInsert {
+            lead_id: Some(id),
+            visitor_id: lead.visitor_id.as_deref(),
+            site_id: None,
+            kind: "lead_created",
+            at: *at,
+            actor,
+            data,
+        });
         writes.outbox.push(OutboxInsert {
             topic: "lead.created",
             aggregate_id: id,
@@ -243,7 +250,13 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         let u = &repeats[id];
         if u.phone.is_some() || u.email.is_some() || u.messenger.is_some() || u.name.is_some() {
             let phone = row.phone.clone().map(voronka_domain::Phone::from_e164_unchecked);
-            let s = voronka_domain::lead::search_text(row.name.as_deref(), row.company.as_deref(), row.email.as_deref(), phone.as_ref(), row.messenger.as_deref());
+            let s = voronka_domain::lead::search_text(
+                row.name.as_deref(),
+                row.company.as_deref(),
+                row.email.as_deref(),
+                phone.as_ref(),
+                row.messenger.as_deref(),
+            );
             tx.set_search(*id, &s).await?;
             scoring.set_profile(*id, profile_of_row(row), now);
         }
@@ -313,7 +326,12 @@ pub(super) async fn answer_leads<T: IntakeTx>(
         let rows: Vec<IdemInsert> = stored_bodies
             .iter()
             .filter_map(|(i, s, b)| {
-                jobs[*i].1.idempotency.as_ref().map(|k| IdemInsert { key: k.scope_key.as_str(), hash: &k.request_hash, status: *s, body: b.as_slice() })
+                jobs[*i].1.idempotency.as_ref().map(|k| IdemInsert {
+                    key: k.scope_key.as_str(),
+                    hash: &k.request_hash,
+                    status: *s,
+                    body: b.as_slice(),
+                })
             })
             .collect();
         tx.insert_idem(&rows, now).await?;
@@ -340,6 +358,8 @@ pub(super) async fn answer_leads<T: IntakeTx>(
         .into_iter()
         .zip(results)
         .enumerate()
-        .map(|(i, (follower, own))| (jobs[i].0, follower.or(own).unwrap_or_else(|| Err(IntakeError::Storage(anyhow::anyhow!("no result"))))))
+        .map(|(i, (follower, own))| {
+            (jobs[i].0, follower.or(own).unwrap_or_else(|| Err(IntakeError::Storage(anyhow::anyhow!("no result")))))
+        })
         .collect())
 }

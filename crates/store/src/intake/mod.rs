@@ -211,7 +211,13 @@ struct WriterCtx {
 /// Starts the writers: on PostgreSQL `writers` tasks sharing one queue; on SQLite one
 /// dedicated thread (SQLite has a single writer; a thread of its own runs each batch
 /// without hand-offs). They stop when every handle is dropped and the queue is drained.
-pub(crate) async fn start(db: &Db, url: &str, clock: Arc<dyn Clock>, writers: usize, models: Arc<ModelCache>) -> anyhow::Result<IntakeHandle> {
+pub(crate) async fn start(
+    db: &Db,
+    url: &str,
+    clock: Arc<dyn Clock>,
+    writers: usize,
+    models: Arc<ModelCache>,
+) -> anyhow::Result<IntakeHandle> {
     let (tx, rx) = mpsc::channel::<Job>(8192);
     match (db, crate::db::sqlite_path(url)?) {
         (Db::Sqlite { .. }, Some(path)) => {
@@ -510,9 +516,13 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -
             _ => None,
         })
         .collect();
-    let now = jobs.iter().map(|m| match m {
-        Meta::Lead { at, .. } | Meta::Events { at, .. } => *at,
-    }).max().unwrap_or(Ts(chrono::Utc::now()));
+    let now = jobs
+        .iter()
+        .map(|m| match m {
+            Meta::Lead { at, .. } | Meta::Events { at, .. } => *at,
+        })
+        .max()
+        .unwrap_or(Ts(chrono::Utc::now()));
 
     let mut lead_plans = None;
     if !lead_jobs.is_empty() {
@@ -537,7 +547,12 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -
     }
     let t1 = std::time::Instant::now();
     tx.commit_tx().await?;
-    tracing::debug!(n = jobs.len(), micros = t0.elapsed().as_micros() as u64, commit_micros = t1.elapsed().as_micros() as u64, "intake batch committed");
+    tracing::debug!(
+        n = jobs.len(),
+        micros = t0.elapsed().as_micros() as u64,
+        commit_micros = t1.elapsed().as_micros() as u64,
+        "intake batch committed"
+    );
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(IntakeError::Storage(anyhow::anyhow!("no result"))))).collect())
 }
 
@@ -549,7 +564,9 @@ async fn current_model<T: IntakeTx>(tx: &mut T, ctx: &mut WriterCtx) -> Result<(
         return Ok((version, m));
     }
     let model = match tx.load_model(version).await? {
-        Some(json) => Arc::new(Model::from_json(&json).map_err(|e| BatchError::Invalid(format!("stored model {version} is invalid: {e:?}")))?),
+        Some(json) => {
+            Arc::new(Model::from_json(&json).map_err(|e| BatchError::Invalid(format!("stored model {version} is invalid: {e:?}")))?)
+        }
         None => Arc::new(Model::starter()),
     };
     ctx.models.insert(version, model.clone(), true);

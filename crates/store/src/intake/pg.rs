@@ -8,9 +8,9 @@ use super::{
 };
 use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
 use crate::scoring::ModelCache;
-use serde_json::Value;
 use crate::ts::Ts;
 use anyhow::Context;
+use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc};
@@ -280,12 +280,14 @@ impl IntakeTx for Transaction<'_, Postgres> {
 
     async fn insert_targets(&mut self, keys: &[(String, String, String)]) -> Result<(), BatchError> {
         let (k, p, n) = unzip3(keys);
-        sqlx::query("INSERT INTO event_targets (kind, path, name) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING")
-            .bind(&k)
-            .bind(&p)
-            .bind(&n)
-            .execute(&mut **self)
-            .await?;
+        sqlx::query(
+            "INSERT INTO event_targets (kind, path, name) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&k)
+        .bind(&p)
+        .bind(&n)
+        .execute(&mut **self)
+        .await?;
         Ok(())
     }
 
@@ -294,7 +296,10 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn load_scores(&mut self, ids: &[Uuid]) -> Result<Vec<ScoreRow>, BatchError> {
-        Ok(sqlx::query_as("SELECT lead_id, ledger, model_version FROM lead_scores WHERE lead_id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+        Ok(sqlx::query_as("SELECT lead_id, ledger, model_version FROM lead_scores WHERE lead_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&mut **self)
+            .await?)
     }
 
     async fn load_inputs(&mut self, ids: &[Uuid]) -> Result<Vec<InputsRow>, BatchError> {

@@ -112,12 +112,21 @@ impl Scoring {
     /// A lead created in this batch: scored on its profile.
     pub(super) fn new_lead(&mut self, id: Uuid, profile: Profile, at: Ts) {
         let ledger = self.model.profile_entries(&profile, at.micros());
-        self.leads.insert(id, LeadState { ledger, inputs: Some(Vec::new()), inputs_dirty: false, status: LeadStatus::New, before: None, dirty: true });
+        self.leads.insert(
+            id,
+            LeadState { ledger, inputs: Some(Vec::new()), inputs_dirty: false, status: LeadStatus::New, before: None, dirty: true },
+        );
     }
 
     /// Loads the ledgers (and with `inputs`, the scorable events) of existing leads. A
     /// ledger made with another model version is rebuilt from the lead's profile and events.
-    pub(super) async fn load<T: IntakeTx>(&mut self, tx: &mut T, leads: &[(Uuid, LeadStatus)], inputs: bool, ctx: &mut WriterCtx) -> Result<(), BatchError> {
+    pub(super) async fn load<T: IntakeTx>(
+        &mut self,
+        tx: &mut T,
+        leads: &[(Uuid, LeadStatus)],
+        inputs: bool,
+        ctx: &mut WriterCtx,
+    ) -> Result<(), BatchError> {
         let now = chrono::Utc::now().timestamp_micros();
         let fresh: Vec<Uuid> = leads.iter().filter(|(id, _)| !self.leads.contains_key(id)).map(|(id, _)| *id).collect();
         let mut stale: Vec<Uuid> = Vec::new();
@@ -143,13 +152,15 @@ impl Scoring {
             .filter(|id| (inputs || stale.contains(id)) && self.leads.get(id).is_some_and(|s| s.inputs.is_none()))
             .collect();
         if !want_inputs.is_empty() {
-            let mut got: HashMap<Uuid, Vec<(Micros, u32)>> = tx.load_inputs(&want_inputs).await?.into_iter().map(|r| (r.lead_id, decode_inputs(&r.events).collect())).collect();
+            let mut got: HashMap<Uuid, Vec<(Micros, u32)>> =
+                tx.load_inputs(&want_inputs).await?.into_iter().map(|r| (r.lead_id, decode_inputs(&r.events).collect())).collect();
             for id in &want_inputs {
                 if let Some(st) = self.leads.get_mut(id) {
                     st.inputs = Some(got.remove(id).unwrap_or_default());
                 }
             }
-            let all_ids: Vec<u32> = want_inputs.iter().filter_map(|id| self.leads.get(id)).flat_map(|s| s.inputs.iter().flatten().map(|(_, t)| *t)).collect();
+            let all_ids: Vec<u32> =
+                want_inputs.iter().filter_map(|id| self.leads.get(id)).flat_map(|s| s.inputs.iter().flatten().map(|(_, t)| *t)).collect();
             ctx.targets.ensure(tx, all_ids.into_iter()).await?;
         }
         if !stale.is_empty() {
@@ -322,7 +333,13 @@ impl Scoring {
             channel: n.channel.clone(),
             campaign: c(&n.campaign),
             source: c(&n.source),
-            utm: Utm { source: c(&n.utm.source), medium: c(&n.utm.medium), campaign: c(&n.utm.campaign), content: c(&n.utm.content), term: c(&n.utm.term) },
+            utm: Utm {
+                source: c(&n.utm.source),
+                medium: c(&n.utm.medium),
+                campaign: c(&n.utm.campaign),
+                content: c(&n.utm.content),
+                term: c(&n.utm.term),
+            },
             referrer: c(&n.referrer),
             landing_page: c(&n.landing_page),
             tracking_number: n.tracking_number.as_ref().map(|p| p.as_str().to_string()),

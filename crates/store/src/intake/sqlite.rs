@@ -4,9 +4,9 @@
 //! whole batch quickly.
 
 use super::{
-    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert, MAX_ATTEMPTS,
-    Attempt, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead, WriterCtx,
-    backoff, commit_jobs, drain_batch, reply_all, run_batch,
+    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert,
+    MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead,
+    WriterCtx, backoff, commit_jobs, drain_batch, reply_all, run_batch,
 };
 use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
 use crate::ts::Ts;
@@ -393,9 +393,12 @@ impl IntakeTx for Tx<'_> {
 
     async fn targets_by_key(&mut self, keys: &[(String, String, String)]) -> Result<Vec<TargetRow>, BatchError> {
         let mut out = Vec::with_capacity(keys.len());
-        let mut stmt = self.0.prepare_cached("SELECT id, kind, path, name FROM event_targets WHERE kind = ?1 AND path = ?2 AND name = ?3")?;
+        let mut stmt =
+            self.0.prepare_cached("SELECT id, kind, path, name FROM event_targets WHERE kind = ?1 AND path = ?2 AND name = ?3")?;
         for (k, p, n) in keys {
-            let mut rows = stmt.query_map(rusqlite::params![k, p, n], |r| Ok(TargetRow { id: r.get(0)?, kind: r.get(1)?, path: r.get(2)?, name: r.get(3)? }))?;
+            let mut rows = stmt.query_map(rusqlite::params![k, p, n], |r| {
+                Ok(TargetRow { id: r.get(0)?, kind: r.get(1)?, path: r.get(2)?, name: r.get(3)? })
+            })?;
             if let Some(t) = rows.next() {
                 out.push(t?);
             }
@@ -427,7 +430,9 @@ impl IntakeTx for Tx<'_> {
 
     async fn load_inputs(&mut self, ids: &[Uuid]) -> Result<Vec<InputsRow>, BatchError> {
         let params: Vec<P> = ids.iter().map(|i| i as P).collect();
-        self.select_in("SELECT lead_id, events FROM lead_inputs WHERE lead_id", &params, |r| Ok(InputsRow { lead_id: r.get(0)?, events: r.get(1)? }))
+        self.select_in("SELECT lead_id, events FROM lead_inputs WHERE lead_id", &params, |r| {
+            Ok(InputsRow { lead_id: r.get(0)?, events: r.get(1)? })
+        })
     }
 
     async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
@@ -438,7 +443,17 @@ impl IntakeTx for Tx<'_> {
              ledger = excluded.ledger, model_version = excluded.model_version, scored_at = excluded.scored_at",
         )?;
         for r in rows {
-            stmt.execute(rusqlite::params![r.lead_id, r.score, r.priority, r.profile, r.temperature, r.grade, r.ledger, r.model_version, r.at])?;
+            stmt.execute(rusqlite::params![
+                r.lead_id,
+                r.score,
+                r.priority,
+                r.profile,
+                r.temperature,
+                r.grade,
+                r.ledger,
+                r.model_version,
+                r.at
+            ])?;
         }
         Ok(())
     }
@@ -476,13 +491,19 @@ impl IntakeTx for Tx<'_> {
         let rows = stmt.query_map(rusqlite::params![visitor_id, lead_id], |r| {
             let us: i64 = r.get(0)?;
             let data: String = r.get(2)?;
-            Ok(StoredEvent { at: Ts::from_micros(us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH)), kind: r.get(1)?, data: serde_json::from_str(&data).unwrap_or(Value::Null) })
+            Ok(StoredEvent {
+                at: Ts::from_micros(us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH)),
+                kind: r.get(1)?,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+            })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError> {
-        let mut stmt = self.0.prepare_cached("UPDATE leads SET status = 'sales_ready', updated_at = ?1 WHERE id = ?2 AND status IN ('new', 'nurturing')")?;
+        let mut stmt = self
+            .0
+            .prepare_cached("UPDATE leads SET status = 'sales_ready', updated_at = ?1 WHERE id = ?2 AND status IN ('new', 'nurturing')")?;
         for id in ids {
             stmt.execute(rusqlite::params![at, id])?;
         }

@@ -1,0 +1,452 @@
+//! Scoring over the API: the starter model row by row, decay, visits, profile points,
+//! interest joining a lead, explanations, priority, the sales-ready threshold, model
+//! changes with re-scoring, and the tracker endpoint's site keys and CORS.
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use http_body_util::Full;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use voronka_domain::TestClock;
+use voronka_server::AppConfig;
+use voronka_store::CountOf;
+use voronka_testkit::*;
+
+const NOW: &str = "2027-03-01T12:00:00Z";
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(NOW).unwrap().with_timezone(&Utc)
+}
+
+async fn app() -> (TestApp, TestClock) {
+    let clock = TestClock::new(now());
+    (spawn_app_with(AppConfig::default(), Arc::new(clock.clone())).await, clock)
+}
+
+fn ago(d: Duration) -> String {
+    (now() - d).to_rfc3339()
+}
+
+async fn new_lead(app: &TestApp, body: Value) -> String {
+    let r = app.lead(body).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+async fn track(app: &TestApp, lead: &str, events: Value) {
+    let r = app.post_json("/api/v1/events", Some(&app.token), &json!({"lead_id": lead, "events": events})).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+}
+
+async fn score(app: &TestApp, lead: &str) -> Value {
+    let r = app.get(&format!("/api/v1/leads/{lead}/score"), Some(&app.token)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let s = r.json();
+    // Every explanation adds up to its score.
+    let sum: f64 = s["explanation"].as_array().unwrap().iter().map(|e| e["points"].as_f64().unwrap()).sum();
+    assert!((sum - s["score"].as_f64().unwrap()).abs() < 1e-9, "explanation {sum} vs score {}", s["score"]);
+    s
+}
+
+fn points(s: &Value) -> f64 {
+    s["score"].as_f64().unwrap()
+}
+
+#[tokio::test]
+async fn a_new_installation_scores_with_the_starter_model() {
+    let (app, _) = app().await;
+    let r = app.get("/api/v1/scoring/model", Some(&app.token)).await;
+    assert_eq!(r.status, 200);
+    let mut m = r.json();
+    assert_eq!(m["version"], 1);
+    m.as_object_mut().unwrap().remove("version");
+    let starter = voronka_domain::scoring::Model::starter().to_json();
+    assert_eq!(m, starter);
+    // Only admins see and change the model.
+    let reader = app.token_with(&["leads:read"]).await;
+    assert_eq!(app.get("/api/v1/scoring/model", Some(&reader)).await.status, 403);
+}
+
+#[tokio::test]
+async fn every_behaviour_row_of_the_starter_model_gives_its_points_up_to_its_cap() {
+    let (app, _) = app().await;
+    for (i, (kind, pts, cap)) in [
+        ("video_view", 2.0, 5),
+        ("download", 3.0, 3),
+        ("calculator", 4.0, 2),
+        ("presentation_request", 5.0, 2),
+        ("callback_request", 8.0, 2),
+        ("chat_message", 3.0, 3),
+        ("email_open", 1.0, 5),
+        ("email_click", 2.0, 5),
+        ("ad_click", 1.0, 5),
+        ("unsubscribe", -5.0, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let lead = new_lead(&app, json!({"phone": format!("+7900300{:04}", i)})).await;
+        track(&app, &lead, json!([{"type": kind, "at": NOW}])).await;
+        assert_eq!(points(&score(&app, &lead).await), *pts, "{kind} once");
+        let more: Vec<Value> = (0..cap + 2).map(|_| json!({"type": kind, "at": NOW})).collect();
+        track(&app, &lead, Value::Array(more)).await;
+        let s = score(&app, &lead).await;
+        assert_eq!(points(&s), pts * *cap as f64, "{kind}: capped at {cap}");
+        assert_eq!(s["explanation"].as_array().unwrap().len(), *cap as usize);
+        assert!(s["explanation"].as_array().unwrap().iter().all(|e| e["rule"] == *kind));
+    }
+}
+
+#[tokio::test]
+async fn page_views_and_pricing_pages() {
+    let (app, _) = app().await;
+    let lead = new_lead(&app, json!({"phone": "+79003000100"})).await;
+    // Twelve views an hour apart of an ordinary page: +1 each, at most 10.
+    let views: Vec<Value> =
+        (0..12).map(|h| json!({"type": "page_view", "url": "https://site.ru/blog", "at": ago(Duration::minutes(h))})).collect();
+    track(&app, &lead, Value::Array(views)).await;
+    assert!((points(&score(&app, &lead).await) - 10.0).abs() < 0.05);
+    // A pricing page adds +3 (at most 3 times) on top of the +1 of a page view.
+    let other = new_lead(&app, json!({"phone": "+79003000101"})).await;
+    let pricing: Vec<Value> = ["/prices", "/tarify/basic", "/akcii", "/promo", "/sale"]
+        .iter()
+        .map(|p| json!({"type": "page_view", "url": format!("https://site.ru{p}?utm=x"), "at": NOW}))
+        .collect();
+    track(&app, &other, Value::Array(pricing)).await;
+    assert_eq!(points(&score(&app, &other).await), 5.0 + 9.0);
+}
+
+#[tokio::test]
+async fn an_event_30_days_old_counts_half() {
+    let (app, _) = app().await;
+    let lead = new_lead(&app, json!({"phone": "+79003000200"})).await;
+    track(&app, &lead, json!([{"type": "callback_request", "at": ago(Duration::days(30))}])).await;
+    assert_eq!(points(&score(&app, &lead).await), 4.0);
+}
+
+#[tokio::test]
+async fn scores_decay_as_time_passes() {
+    let (app, clock) = app().await;
+    let lead = new_lead(&app, json!({"phone": "+79003000300"})).await;
+    track(&app, &lead, json!([{"type": "callback_request", "at": NOW}, {"type": "callback_request", "at": NOW}])).await;
+    assert_eq!(points(&score(&app, &lead).await), 16.0);
+    clock.advance(Duration::days(30));
+    assert_eq!(points(&score(&app, &lead).await), 8.0);
+    let l = app.get(&format!("/api/v1/leads/{lead}"), Some(&app.token)).await.json();
+    assert_eq!(l["score"], 8.0);
+    assert_eq!(l["temperature"], "cold");
+}
+
+#[tokio::test]
+async fn six_visits_within_48_hours_add_five_points() {
+    let (app, _) = app().await;
+    let lead = new_lead(&app, json!({"phone": "+79003000400"})).await;
+    let visits: Vec<Value> =
+        (0..6).map(|i| json!({"type": "page_view", "url": "https://site.ru/", "at": ago(Duration::hours(3 * i))})).collect();
+    track(&app, &lead, Value::Array(visits)).await;
+    let s = score(&app, &lead).await;
+    assert!(s["explanation"].as_array().unwrap().iter().any(|e| e["rule"] == "frequent_visits" && e["earned"] == 5.0), "{s}");
+    // 6 page views and the visit bonus, decayed by at most 15 hours.
+    let p = points(&s);
+    assert!(p > 10.7 && p <= 11.0, "{p}");
+}
+
+#[tokio::test]
+async fn profile_points_free_mail_and_grade() {
+    let (app, _) = app().await;
+    let free = new_lead(&app, json!({"email": "ivan@gmail.com"})).await;
+    let s = score(&app, &free).await;
+    assert_eq!(points(&s), -2.0);
+    assert_eq!(s["explanation"][0]["rule"], "free_mail");
+    assert_eq!(s["grade"], "C");
+    let rich = new_lead(
+        &app,
+        json!({"phone": "+79003000500", "email": "ceo@romashka.ru", "company": "ООО Ромашка", "position": "Генеральный директор",
+               "city": "г. Санкт-Петербург", "fields": {"employees": 120, "budget_ok": true}}),
+    )
+    .await;
+    let s = score(&app, &rich).await;
+    // phone+e-mail 3, company 2, decision maker 3, 50+ employees 3, budget 5, capital city 2.
+    assert_eq!(points(&s), 18.0);
+    assert_eq!(s["grade"], "A");
+    assert_eq!(s["temperature"], "warm");
+    assert_eq!(s["profile_points"], 18.0);
+}
+
+#[tokio::test]
+async fn anonymous_interest_joins_the_lead_and_its_score() {
+    let (app, _) = app().await;
+    let site = app.store.create_site("Сайт", &[]).await.unwrap();
+    let body = json!({"site_key": site.site_key, "visitor_id": "vis-1", "events": [
+        {"type": "page_view", "url": "https://site.ru/prices", "at": ago(Duration::hours(2))},
+        {"type": "video_view", "name": "tour", "at": ago(Duration::hours(1))}
+    ]});
+    let r = app.post_json("/api/v1/events", None, &body).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json(), json!({"accepted": 2}));
+    assert_eq!(app.store.visitor_interest_count("vis-1").await.unwrap(), 2);
+    let lead = new_lead(&app, json!({"phone": "+79003000600", "visitor_id": "vis-1"})).await;
+    assert_eq!(app.store.visitor_interest_count("vis-1").await.unwrap(), 0);
+    let s = score(&app, &lead).await;
+    let rules: Vec<&str> = s["explanation"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    assert!(rules.contains(&"page_view") && rules.contains(&"page_view_pricing") && rules.contains(&"video_view"), "{rules:?}");
+    assert!((points(&s) - 6.0).abs() < 0.05);
+    // Later events of the visitor go straight to the lead.
+    let body = json!({"site_key": site.site_key, "visitor_id": "vis-1", "events": [{"type": "calculator", "at": NOW}]});
+    assert_eq!(app.post_json("/api/v1/events", None, &body).await.status, 202);
+    assert!((points(&score(&app, &lead).await) - 10.0).abs() < 0.05);
+    let t = app.get(&format!("/api/v1/leads/{lead}/timeline"), Some(&app.token)).await.json();
+    let kinds: Vec<&str> = t["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert!(kinds.contains(&"page_view") && kinds.contains(&"video_view") && kinds.contains(&"calculator"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn of_two_equal_scores_the_recently_earned_one_is_first_by_priority() {
+    let (app, _) = app().await;
+    let old = new_lead(&app, json!({"phone": "+79003000700"})).await;
+    let recent = new_lead(&app, json!({"phone": "+79003000701"})).await;
+    // 2 × 8 points 32 days ago decay to about what 8 points 2 days ago are worth now.
+    track(
+        &app,
+        &old,
+        json!([{"type": "callback_request", "at": ago(Duration::days(32))}, {"type": "callback_request", "at": ago(Duration::days(32))}]),
+    )
+    .await;
+    track(&app, &recent, json!([{"type": "callback_request", "at": ago(Duration::days(2))}])).await;
+    let (so, sr) = (points(&score(&app, &old).await), points(&score(&app, &recent).await));
+    assert!((so - sr).abs() < 0.2, "{so} vs {sr}");
+    let page = app.list("sort=priority").await;
+    let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![recent.as_str(), old.as_str()]);
+    assert!(page["items"][0]["priority"].as_f64().unwrap() > page["items"][1]["priority"].as_f64().unwrap() + 7.0);
+}
+
+#[tokio::test]
+async fn crossing_the_threshold_makes_a_lead_sales_ready() {
+    let (app, _) = app().await;
+    let lead = new_lead(&app, json!({"phone": "+79003000800"})).await;
+    track(&app, &lead, json!([{"type": "callback_request", "at": NOW}, {"type": "callback_request", "at": NOW}])).await;
+    let l = app.get(&format!("/api/v1/leads/{lead}"), Some(&app.token)).await.json();
+    assert_eq!(l["status"], "new");
+    assert_eq!(l["temperature"], "warm");
+    track(&app, &lead, json!([{"type": "presentation_request", "at": NOW}, {"type": "presentation_request", "at": NOW}])).await;
+    let l = app.get(&format!("/api/v1/leads/{lead}"), Some(&app.token)).await.json();
+    assert_eq!(l["score"], 26.0);
+    assert_eq!(l["temperature"], "hot");
+    assert_eq!(l["status"], "sales_ready");
+    let t = app.get(&format!("/api/v1/leads/{lead}/timeline"), Some(&app.token)).await.json();
+    let change = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "status_changed").expect("the timeline says so");
+    assert_eq!(change["actor"], "scoring");
+    assert_eq!(change["data"]["to"], "sales_ready");
+    assert!(app.store.outbox_topics().await.unwrap().contains(&"lead.sales_ready".to_string()));
+    // A lead that is already further along is not moved back.
+    let refused = new_lead(&app, json!({"phone": "+79003000801"})).await;
+    app.store.set_status(refused.parse().unwrap(), voronka_domain::LeadStatus::InProgress, None, None).await.unwrap();
+    track(&app, &refused, json!([{"type": "callback_request", "at": NOW}, {"type": "callback_request", "at": NOW}, {"type": "calculator", "at": NOW}, {"type": "calculator", "at": NOW}, {"type": "presentation_request", "at": NOW}])).await;
+    let l = app.get(&format!("/api/v1/leads/{refused}"), Some(&app.token)).await.json();
+    assert_eq!(l["status"], "in_progress");
+}
+
+#[tokio::test]
+async fn a_lead_created_above_the_threshold_is_sales_ready_at_once() {
+    let (app, _) = app().await;
+    let site = app.store.create_site("Сайт", &[]).await.unwrap();
+    let events: Vec<Value> = (0..3)
+        .map(|_| json!({"type": "callback_request", "at": NOW}))
+        .chain((0..2).map(|_| json!({"type": "calculator", "at": NOW})))
+        .collect();
+    let r = app.post_json("/api/v1/events", None, &json!({"site_key": site.site_key, "visitor_id": "hot-1", "events": events})).await;
+    assert_eq!(r.status, 202);
+    let r = app.lead(json!({"phone": "+79003000900", "email": "boss@firma.ru", "visitor_id": "hot-1"})).await;
+    assert_eq!(r.status, 201);
+    let l = r.json();
+    assert_eq!(l["status"], "sales_ready", "{l}");
+    assert_eq!(l["score"], 27.0);
+}
+
+#[tokio::test]
+async fn a_bad_model_is_refused_naming_the_rule() {
+    let (app, _) = app().await;
+    let mut m = voronka_domain::scoring::starter_json();
+    m["rules"][4]["cap"] = json!(0);
+    m["rules"][7]["points"] = json!("много");
+    let r = send(
+        app.addr,
+        app.req("PUT", "/api/v1/scoring/model")
+            .header("authorization", format!("Bearer {}", app.token))
+            .header("content-type", "application/json")
+            .header("accept-language", "ru")
+            .body(Full::new(Bytes::from(m.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    let e = r.json();
+    assert_eq!(e["error"]["code"], "invalid_model");
+    let fields = e["error"]["fields"].as_object().unwrap();
+    assert_eq!(fields["rules[4] (calculator).cap"], "от 1 до 10000");
+    assert!(fields.contains_key("rules[7] (chat_message)"));
+    // Nothing changed.
+    assert_eq!(app.get("/api/v1/scoring/model", Some(&app.token)).await.json()["version"], 1);
+}
+
+async fn put_model(app: &TestApp, m: &Value) -> Value {
+    let r = send(
+        app.addr,
+        app.req("PUT", "/api/v1/scoring/model")
+            .header("authorization", format!("Bearer {}", app.token))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(m.to_string())))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+#[tokio::test]
+async fn a_model_change_rescores_every_lead() {
+    let (app, _) = app().await;
+    let mut leads = Vec::new();
+    for i in 0..30 {
+        let lead =
+            new_lead(&app, json!({"phone": format!("+7900310{:04}", i), "company": if i % 2 == 0 { "ООО Ромашка" } else { "" }})).await;
+        track(
+            &app,
+            &lead,
+            json!([{"type": "page_view", "url": "https://site.ru/", "at": NOW}, {"type": "video_view", "name": "tour", "at": NOW}]),
+        )
+        .await;
+        leads.push(lead);
+    }
+    assert_eq!(points(&score(&app, &leads[0]).await), 2.0 + 1.0 + 2.0);
+    let mut m = voronka_domain::scoring::starter_json();
+    m["rules"][0]["points"] = json!(4); // page_view 1 → 4
+    m["rules"][15]["points"] = json!(7); // company 2 → 7 (a profile rule)
+    let answer = put_model(&app, &m).await;
+    assert_eq!(answer["version"], 2);
+    assert_eq!(answer["rescored"], 30);
+    assert_eq!(answer["changed"], 30);
+    let s = score(&app, &leads[0]).await;
+    assert_eq!(points(&s), 7.0 + 4.0 + 2.0);
+    assert_eq!(s["model_version"], 2);
+    assert_eq!(points(&score(&app, &leads[1]).await), 4.0 + 2.0);
+    // Removing a rule drops its points; live scoring uses the new model at once.
+    let mut m2 = m.clone();
+    m2["rules"].as_array_mut().unwrap().remove(2); // video_view
+    let answer = put_model(&app, &m2).await;
+    assert_eq!(answer["version"], 3);
+    assert_eq!(points(&score(&app, &leads[1]).await), 4.0);
+    track(&app, &leads[1], json!([{"type": "page_view", "url": "https://site.ru/a", "at": NOW}])).await;
+    assert_eq!(points(&score(&app, &leads[1]).await), 8.0);
+    assert_eq!(app.get("/api/v1/scoring/model", Some(&app.token)).await.json()["version"], 3);
+}
+
+#[tokio::test]
+async fn stored_priority_follows_time_after_a_refresh() {
+    let (app, clock) = app().await;
+    let a = new_lead(&app, json!({"phone": "+79003001000"})).await;
+    let b = new_lead(&app, json!({"phone": "+79003001001"})).await;
+    track(&app, &a, json!([{"type": "callback_request", "at": NOW}])).await;
+    track(
+        &app,
+        &b,
+        json!([{"type": "callback_request", "at": ago(Duration::days(1))}, {"type": "calculator", "at": ago(Duration::days(10))}]),
+    )
+    .await;
+    let first = |p: &Value| p["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(first(&app.list("sort=priority").await), b);
+    // Four days later the points have left the priority window: the refresh lowers what lists sort by.
+    clock.advance(Duration::days(4));
+    let r = app.store.refresh_scores().await.unwrap();
+    assert_eq!(r.rescored, 2);
+    let page = app.list("sort=priority").await;
+    assert_eq!(first(&page), b);
+    let (pa, pb) = (page["items"][1]["priority"].as_f64().unwrap(), page["items"][0]["priority"].as_f64().unwrap());
+    assert!(pa < 8.0 && pb < 12.0, "{pa} {pb}");
+}
+
+#[tokio::test]
+async fn unknown_site_keys_and_foreign_origins_are_refused() {
+    let (app, _) = app().await;
+    let site = app.store.create_site("Сайт", &["https://site.ru".to_string()]).await.unwrap();
+    let body = json!({"site_key": "s_nope", "visitor_id": "v", "events": [{"type": "page_view"}]});
+    let r = app.post_json("/api/v1/events", None, &body).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "unknown_site_key");
+    let post = |origin: &str| {
+        app.req("POST", "/api/v1/events")
+            .header("origin", origin)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(
+                json!({"site_key": site.site_key, "visitor_id": "v", "events": [{"type": "page_view", "url": "https://site.ru/"}]})
+                    .to_string(),
+            )))
+            .unwrap()
+    };
+    let r = send(app.addr, post("https://evil.example")).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json()["error"]["code"], "origin_not_allowed");
+    assert!(r.header("access-control-allow-origin").is_none());
+    let r = send(app.addr, post("https://site.ru")).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(r.header("access-control-allow-origin").as_deref(), Some("https://site.ru"));
+    // Preflights too.
+    let pre = |origin: &str| {
+        app.req("OPTIONS", &format!("/api/v1/events?site_key={}", site.site_key))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(send(app.addr, pre("https://evil.example")).await.status, 403);
+    let ok = send(app.addr, pre("https://site.ru")).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin").as_deref(), Some("https://site.ru"));
+    assert_eq!(app.store.count(CountOf::Events).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn bad_events_are_named_and_lead_events_need_a_token() {
+    let (app, _) = app().await;
+    let site = app.store.create_site("Сайт", &[]).await.unwrap();
+    let body = json!({"site_key": site.site_key, "visitor_id": "v", "events": [
+        {"type": "Page View"}, {"type": "page_view", "at": "2099-01-01T00:00:00Z"}, {"type": "download", "data": [1]}, {"type": "x", "name": 5}
+    ]});
+    let r = app.post_json("/api/v1/events", None, &body).await;
+    assert_eq!(r.status, 422);
+    let fields: Vec<String> = r.json()["error"]["fields"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(fields, vec!["events[0].type", "events[1].at", "events[2].data", "events[3].name"]);
+    let r = app
+        .post_json(
+            "/api/v1/events",
+            None,
+            &json!({"site_key": site.site_key, "lead_id": "0190f5c2-0000-7000-8000-000000000000", "events": [{"type": "page_view"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"]["fields"].get("lead_id").is_some());
+    let r = app
+        .post_json(
+            "/api/v1/events",
+            Some(&app.token),
+            &json!({"lead_id": "0190f5c2-0000-7000-8000-000000000000", "events": [{"type": "page_view"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = app.post_json("/api/v1/events", None, &json!({"site_key": site.site_key, "visitor_id": "v", "events": []})).await;
+    assert_eq!(r.status, 422);
+    let many: Vec<Value> = (0..101).map(|_| json!({"type": "page_view"})).collect();
+    let r = app.post_json("/api/v1/events", None, &json!({"site_key": site.site_key, "visitor_id": "v", "events": many})).await;
+    assert_eq!(r.status, 422);
+    assert_eq!(app.store.count(CountOf::Events).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_tracker_script_is_served() {
+    let (app, _) = app().await;
+    let r = app.get("/t.js", None).await;
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("application/javascript"));
+    assert!(r.text().contains("/api/v1/events?site_key="));
+}
