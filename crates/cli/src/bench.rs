@@ -15,12 +15,69 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use voronka_domain::SystemClock;
+use voronka_store::seed::SeedSpec;
 use voronka_store::{CountOf, Store, StoreConfig};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Durable lead intake over HTTP (POST /api/v1/leads), and GET /healthz as the ceiling.
     Intake(IntakeArgs),
+    /// Tracker events with live scoring over HTTP (POST /api/v1/events, batches of 50).
+    Events(EventsArgs),
+    /// Full re-scoring after model changes, on a generated dataset.
+    Rescore(RescoreArgs),
+    /// Writes a generated dataset (leads, events, scores) into a database.
+    Seed(SeedArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct EventsArgs {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    #[arg(long, env = "VORONKA_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Concurrent keep-alive connections.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Leads (with visitor ids) in the database before the run.
+    #[arg(long, default_value_t = 20_000)]
+    leads: u64,
+    /// Events per request.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
+}
+
+#[derive(Args, Clone)]
+pub struct RescoreArgs {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    #[arg(long, env = "VORONKA_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    leads: u64,
+    #[arg(long, default_value_t = 10)]
+    events_per_lead: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+#[derive(Args, Clone)]
+pub struct SeedArgs {
+    /// The database to fill (it is created and migrated when missing).
+    #[arg(long, env = "VORONKA_DATABASE_URL", default_value = "sqlite://./voronka.db")]
+    database_url: String,
+    #[arg(long, default_value_t = 1_000_000)]
+    leads: u64,
+    #[arg(long, default_value_t = 10)]
+    events_per_lead: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Give each lead a visitor id `v{n}`.
+    #[arg(long)]
+    visitors: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -52,7 +109,156 @@ pub struct IntakeArgs {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Intake(a) => intake(a).await,
+        BenchCommand::Events(a) => events(a).await,
+        BenchCommand::Rescore(a) => rescore(a).await,
+        BenchCommand::Seed(a) => {
+            let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
+            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: a.visitors };
+            let r = seed(&store, &spec).await?;
+            store.close().await;
+            println!("seeded {} leads and {} events in {:.1} s", r.leads, r.events, r.millis as f64 / 1000.0);
+            Ok(())
+        }
     }
+}
+
+fn backends(w: Which) -> Vec<Which> {
+    match w {
+        Which::Both => vec![Which::Sqlite, Which::Postgres],
+        w => vec![w],
+    }
+}
+
+fn backend_name(w: Which) -> &'static str {
+    if w == Which::Sqlite { "sqlite" } else { "postgres" }
+}
+
+async fn seed(store: &Store, spec: &SeedSpec) -> Result<voronka_store::seed::SeedReport> {
+    let total = spec.leads;
+    let started = Instant::now();
+    let r = store
+        .seed(spec, |done| {
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            eprint!("\r  seeding: {done}/{total} leads ({:.0} leads/s)   ", done as f64 / secs);
+        })
+        .await?;
+    eprintln!();
+    Ok(r)
+}
+
+async fn rescore(a: RescoreArgs) -> Result<()> {
+    println!("voronka bench rescore: {} leads, about {} events each", a.leads, a.events_per_lead);
+    for which in backends(a.backend) {
+        let name = backend_name(which);
+        let db = BenchDb::create(which, &a.pg_url).await?;
+        let r = async {
+            let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
+            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: false };
+            let s = seed(&store, &spec).await?;
+            println!(
+                "[{name}] dataset: {} leads, {} behaviour events (+{} lead_created) written in {:.1} s",
+                s.leads,
+                s.events,
+                s.leads,
+                s.millis as f64 / 1000.0
+            );
+            let starter = voronka_domain::scoring::starter_json();
+            let mut behaviour = starter.clone();
+            behaviour["rules"][0]["points"] = serde_json::json!(2);
+            let mut profile = behaviour.clone();
+            profile["rules"][15]["points"] = serde_json::json!(3);
+            for (what, model) in [
+                ("a behaviour rule (page_view +1 → +2)", &behaviour),
+                ("a profile rule (company +2 → +3)", &profile),
+                ("back to the starter model", &starter),
+            ] {
+                let t = Instant::now();
+                let (version, report) = store.put_model(model).await?.map_err(|e| anyhow::anyhow!("model refused: {e:?}"))?;
+                println!(
+                    "[{name}] re-score after changing {what}: {} leads in {:.2} s ({} changed), model v{version}",
+                    report.rescored,
+                    t.elapsed().as_secs_f64(),
+                    report.changed
+                );
+            }
+            let t = Instant::now();
+            let r = store.refresh_scores().await?;
+            println!(
+                "[{name}] refresh of stored scores (decay): {} leads in {:.2} s ({} changed)",
+                r.rescored,
+                t.elapsed().as_secs_f64(),
+                r.changed
+            );
+            store.close().await;
+            anyhow::Ok(())
+        }
+        .await;
+        db.remove().await;
+        r?;
+    }
+    Ok(())
+}
+
+async fn events(a: EventsArgs) -> Result<()> {
+    println!(
+        "voronka bench events: {} connections, batches of {}, {} s, {} leads with visitors",
+        a.connections, a.batch, a.duration, a.leads
+    );
+    for which in backends(a.backend) {
+        let name = backend_name(which);
+        let db = BenchDb::create(which, &a.pg_url).await?;
+        let r = async {
+            let site_key = {
+                let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
+                seed(&store, &SeedSpec { leads: a.leads, events_per_lead: 5, seed: 7, visitors: true }).await?;
+                let site = store.create_site("bench", &[]).await?;
+                store.close().await;
+                site.site_key
+            };
+            let server = Server::start(&db.url, &[]).await?;
+            let addr = server.addr;
+            let host = addr.to_string();
+            let (leads, batch) = (a.leads, a.batch);
+            let kinds = ["page_view", "page_view", "page_view", "video_view", "download", "calculator", "chat_message", "email_open"];
+            let paths = ["/", "/prices", "/catalog/flats", "/blog/x", "/akcii"];
+            let make: MakeReq = Arc::new(move |n| {
+                let visitor = format!("v{}", (n.wrapping_mul(2_654_435_761)) % leads.max(1));
+                let events: Vec<serde_json::Value> = (0..batch)
+                    .map(|j| {
+                        let k = kinds[(n as usize + j) % kinds.len()];
+                        serde_json::json!({"type": k, "url": format!("https://site.ru{}", paths[j % paths.len()]), "name": if k == "page_view" { None } else { Some("tour") }})
+                    })
+                    .collect();
+                let body = serde_json::json!({"site_key": site_key, "visitor_id": visitor, "events": events}).to_string();
+                Request::post("/api/v1/events")
+                    .header("host", host.as_str())
+                    .header("content-type", "text/plain")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("static request")
+            });
+            let (c, d) = (a.connections, a.duration as f64);
+            let stats = tokio::task::spawn_blocking(move || -> Result<Stats> {
+                load(addr, c, 1.0, make.clone(), &[202], 0)?;
+                load(addr, c, d, make, &[202], 1_000_000)
+            })
+            .await??;
+            println!("[{name}] {}", stats.line("POST /api/v1/events"));
+            println!("[{name}] {:.0} events/s with live scoring ({} events per request)", stats.ok as f64 * a.batch as f64 / stats.secs, a.batch);
+            let rss = server.peak_rss_mib();
+            server.stop().await?;
+            if let Some(r) = rss {
+                println!("[{name}] server peak RSS {r:.0} MiB");
+            }
+            if stats.errors > 0 {
+                bail!("{} event requests failed", stats.errors);
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        db.remove().await;
+        r?;
+    }
+    Ok(())
 }
 
 struct Stats {

@@ -753,10 +753,10 @@ fn compile_condition(c: &ConditionSpec) -> Result<Condition, Msg> {
             if c.min.is_none() && c.max.is_none() {
                 return Err(Msg::new("range needs min, max or both", "для range нужны min, max или оба"));
             }
-            if let (Some(a), Some(b)) = (c.min, c.max) {
-                if a > b {
-                    return Err(Msg::new("range has min above max", "в range min больше max"));
-                }
+            if let (Some(a), Some(b)) = (c.min, c.max)
+                && a > b
+            {
+                return Err(Msg::new("range has min above max", "в range min больше max"));
             }
         }
     }

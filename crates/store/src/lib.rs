@@ -8,6 +8,7 @@ pub mod leads;
 pub mod provision;
 pub mod rescore;
 pub mod scoring;
+pub mod seed;
 mod status;
 pub mod ts;
 

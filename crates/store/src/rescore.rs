@@ -40,8 +40,10 @@ pub(crate) struct Pass {
     /// The model (and its version) the stored ledgers were made with, to carry entries
     /// over by rule id.
     pub previous: Option<(i64, Arc<Model>)>,
-    /// Event targets: id → (mask of the model's event rules, is a page view).
-    pub masks: Arc<HashMap<u32, (u64, bool)>>,
+    /// Event targets by id: (mask of the model's event rules, is a page view).
+    pub masks: Arc<Vec<(u64, bool)>>,
+    /// Rule index in `previous` → rule index in `model` (same id), if any.
+    pub remap: Arc<Vec<Option<u16>>>,
     pub now: Micros,
 }
 
@@ -68,6 +70,16 @@ pub(crate) struct Output {
 }
 
 impl Pass {
+    /// Whether entries of a ledger made with `version` can be carried into this pass.
+    fn can_carry(&self, version: i64) -> bool {
+        version == self.version || self.previous.as_ref().is_some_and(|p| p.0 == version)
+    }
+
+    /// The pass that rebuilds everything from the lead's events and profile.
+    fn full(&self) -> Pass {
+        Pass { behaviour: true, profile: true, previous: None, ..self.clone() }
+    }
+
     /// The lead's new score row, or None when nothing changed.
     pub(crate) fn run(&self, i: &Input) -> Option<Output> {
         let old = decode_ledger(&i.ledger);
@@ -84,7 +96,7 @@ impl Pass {
                 .map(|b| {
                     decode_inputs(b)
                         .map(|(at, t)| {
-                            let (mask, page_view) = self.masks.get(&t).copied().unwrap_or((0, false));
+                            let (mask, page_view) = self.masks.get(t as usize).copied().unwrap_or((0, false));
                             ScoredEvent { at, mask, page_view }
                         })
                         .collect()
@@ -116,11 +128,10 @@ impl Pass {
         if old_version == self.version {
             return part.copied().collect();
         }
-        let Some((_, prev)) = &self.previous else {
+        if self.previous.is_none() {
             return Vec::new();
-        };
-        let index: HashMap<&str, u16> = self.model.spec.rules.iter().enumerate().map(|(i, r)| (r.id.as_str(), i as u16)).collect();
-        part.filter_map(|e| index.get(prev.rule_id(e.rule)).map(|&rule| Entry { rule, ..*e })).collect()
+        }
+        part.filter_map(|e| self.remap.get(e.rule as usize).copied().flatten().map(|rule| Entry { rule, ..*e })).collect()
     }
 }
 
@@ -185,63 +196,75 @@ impl Store {
     ) -> Result<RescoreReport, StoreError> {
         let started = Instant::now();
         let masks = Arc::new(self.target_masks(&model).await?);
-        let pass = Pass { model, version, behaviour, profile, previous, masks, now: self.now().micros() };
-        let mut report = RescoreReport::default();
-        let mut after: Option<Uuid> = None;
-        loop {
-            let inputs = self.rescore_read(after, pass.profile).await?;
-            let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
-            // A ledger made with a model this pass cannot carry entries from is rebuilt whole.
-            let previous_version = pass.previous.as_ref().map(|p| p.0);
-            let (fresh, stale): (Vec<Input>, Vec<Input>) =
-                inputs.into_iter().partition(|i| i.version == version || Some(i.version) == previous_version);
-            report.rescored += (fresh.len() + stale.len()) as u64;
-            let mut outputs = run_chunk(&pass, &fresh);
-            if !stale.is_empty() {
-                let full = Pass { behaviour: true, profile: true, previous: None, ..pass.clone() };
-                let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
-                let with_profile = self.rescore_profiles(&ids).await?;
-                let stale: Vec<Input> = stale
-                    .into_iter()
-                    .map(|mut i| {
-                        i.profile = with_profile.get(&i.lead_id).cloned();
-                        i
-                    })
-                    .collect();
-                outputs.extend(run_chunk(&full, &stale));
+        let remap = Arc::new(match &previous {
+            Some((_, prev)) => {
+                prev.spec.rules.iter().map(|r| model.spec.rules.iter().position(|n| n.id == r.id).map(|i| i as u16)).collect()
             }
-            report.changed += outputs.len() as u64;
-            if !outputs.is_empty() {
-                self.rescore_write(&outputs, version).await?;
+            None => Vec::new(),
+        });
+        let pass = Pass { model, version, behaviour, profile, previous, masks, remap, now: self.now().micros() };
+        let mut report = match &self.db {
+            Db::Sqlite { .. } => {
+                let path = self.sqlite_file()?;
+                let at = self.now();
+                tokio::task::spawn_blocking(move || sqlite_pass(&path, &pass, at))
+                    .await
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))?
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score failed: {e}")))?
             }
-            after = Some(last);
-        }
+            Db::Pg(pool) => self.pg_pass(pool, &pass).await?,
+        };
         report.millis = started.elapsed().as_millis() as u64;
         Ok(report)
     }
 
+    async fn pg_pass(&self, pool: &sqlx::PgPool, pass: &Pass) -> Result<RescoreReport, StoreError> {
+        let mut report = RescoreReport::default();
+        let mut after: Option<Uuid> = None;
+        loop {
+            let inputs = pg_read(pool, after, pass.profile).await?;
+            let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
+            report.rescored += inputs.len() as u64;
+            let outputs = self.compute(pass, inputs).await?;
+            report.changed += outputs.len() as u64;
+            if !outputs.is_empty() {
+                pg_write(pool, &outputs, pass.version, self.now()).await?;
+            }
+            after = Some(last);
+        }
+        Ok(report)
+    }
+
+    /// Scores a chunk; leads whose ledger was made with a model this pass cannot carry
+    /// entries from are rebuilt whole (profile fields read for them).
+    async fn compute(&self, pass: &Pass, inputs: Vec<Input>) -> Result<Vec<Output>, StoreError> {
+        let (fresh, stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version) || i.profile.is_some());
+        let mut outputs = run_chunk(pass, &fresh);
+        if !stale.is_empty() {
+            let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
+            let mut profiles = self.rescore_profiles(&ids).await?;
+            let stale: Vec<Input> = stale
+                .into_iter()
+                .map(|mut i| {
+                    i.profile = profiles.remove(&i.lead_id);
+                    i
+                })
+                .collect();
+            outputs.extend(run_chunk(&pass.full(), &stale));
+        }
+        Ok(outputs)
+    }
+
     /// Every event target's mask under `model`.
-    async fn target_masks(&self, model: &Model) -> Result<HashMap<u32, (u64, bool)>, StoreError> {
+    async fn target_masks(&self, model: &Model) -> Result<Vec<(u64, bool)>, StoreError> {
         let rows: Vec<(i64, String, String, String)> = crate::db::with_read!(&self.db, p => {
             sqlx::query_as("SELECT id, kind, path, name FROM event_targets").fetch_all(p).await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(id, kind, path, name)| (id as u32, (model.target_mask(&kind, &path, &name), kind == "page_view")))
-            .collect())
-    }
-
-    async fn rescore_read(&self, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
-        match &self.db {
-            Db::Sqlite { .. } => {
-                let path = self.sqlite_file()?;
-                tokio::task::spawn_blocking(move || sqlite_read(&path, after, profile))
-                    .await
-                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score reader stopped: {e}")))?
-                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score read failed: {e}")))
-            }
-            Db::Pg(pool) => pg_read(pool, after, profile).await,
+        let mut masks = vec![(0, false); rows.iter().map(|r| r.0 as usize + 1).max().unwrap_or(0)];
+        for (id, kind, path, name) in rows {
+            masks[id as usize] = (model.target_mask(&kind, &path, &name), kind == "page_view");
         }
+        Ok(masks)
     }
 
     async fn rescore_profiles(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Profile>, StoreError> {
@@ -267,22 +290,6 @@ impl Store {
         Ok(out)
     }
 
-    async fn rescore_write(&self, outputs: &[Output], version: i64) -> Result<(), StoreError> {
-        let at = self.now();
-        match &self.db {
-            Db::Sqlite { .. } => {
-                let path = self.sqlite_file()?;
-                // Moved into the blocking writer; the rows are small.
-                let rows: Vec<Output> = outputs.iter().map(|o| Output { ledger: o.ledger.clone(), ..*o }).collect();
-                tokio::task::spawn_blocking(move || sqlite_write(&path, &rows, version, at))
-                    .await
-                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score writer stopped: {e}")))?
-                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score write failed: {e}")))
-            }
-            Db::Pg(pool) => pg_write(pool, outputs, version, at).await,
-        }
-    }
-
     fn sqlite_file(&self) -> Result<std::path::PathBuf, StoreError> {
         self.sqlite_path.clone().ok_or_else(|| StoreError::Other(anyhow::anyhow!("no SQLite file")))
     }
@@ -295,93 +302,121 @@ fn placeholders(n: usize) -> String {
 const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
 
-fn sqlite_read(path: &std::path::Path, after: Option<Uuid>, profile: bool) -> rusqlite::Result<Vec<Input>> {
-    let conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+/// The whole pass on SQLite, on one thread: a reader and a writer connection, chunk by
+/// chunk in lead order; each chunk's writes are one short transaction, so intake commits
+/// between chunks.
+fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts) -> rusqlite::Result<RescoreReport> {
+    use rusqlite::{Connection, OpenFlags};
+    let open = |flags| -> rusqlite::Result<Connection> {
+        let c = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        c.pragma_update(None, "cache_size", -262_144)?;
+        c.pragma_update(None, "mmap_size", 1i64 << 32)?;
+        Ok(c)
+    };
+    let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    writer.pragma_update(None, "synchronous", "FULL")?;
+    let mut report = RescoreReport::default();
+    let mut after: Vec<u8> = Vec::new();
     let sql = format!("{READ_SQL} WHERE s.lead_id > ?1 ORDER BY s.lead_id LIMIT {CHUNK}");
-    let mut stmt = conn.prepare(&sql)?;
-    let start = after.map(|u| u.as_bytes().to_vec()).unwrap_or_default();
-    let mut rows: Vec<Input> = stmt
-        .query_map([start], |r| {
-            Ok(Input {
-                lead_id: r.get(0)?,
-                ledger: r.get(1)?,
-                version: r.get(2)?,
-                score: r.get(3)?,
-                priority: r.get(4)?,
-                events: r.get(5)?,
-                profile: None,
-            })
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    if profile && !rows.is_empty() {
-        // The profile fields, from the same snapshot ordering; columns as in `profile_of_row`.
-        let mut stmt = conn.prepare_cached(
-            "SELECT name, phone, email, messenger, company, position, city, interest, message, channel, campaign, source, \
-             utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields \
-             FROM leads WHERE id = ?1",
-        )?;
-        for row in rows.iter_mut() {
-            let p = stmt.query_row([row.lead_id], |r| {
-                let names = [
-                    "name",
-                    "phone",
-                    "email",
-                    "messenger",
-                    "company",
-                    "position",
-                    "city",
-                    "interest",
-                    "message",
-                    "channel",
-                    "campaign",
-                    "source",
-                    "utm_source",
-                    "utm_medium",
-                    "utm_campaign",
-                    "utm_content",
-                    "utm_term",
-                    "referrer",
-                    "landing_page",
-                    "tracking_number",
-                ];
-                let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(names.len());
-                for (i, n) in names.iter().enumerate() {
-                    top.push((n, r.get(i)?));
-                }
-                let budget: Option<f64> = r.get(20)?;
-                let fields: String = r.get(21)?;
-                let custom = serde_json::from_str::<serde_json::Map<String, Value>>(&fields).unwrap_or_default();
-                Ok(Profile::new(&top, budget, &custom))
-            });
-            row.profile = p.ok();
+    let mut read = reader.prepare(&sql)?;
+    let mut profile_of = reader.prepare(
+        "SELECT name, phone, email, messenger, company, position, city, interest, message, channel, campaign, source, \
+         utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields \
+         FROM leads WHERE id = ?1",
+    )?;
+    let (mut t_read, mut t_compute, mut t_write) = (0u128, 0u128, 0u128);
+    loop {
+        let t = Instant::now();
+        let mut inputs: Vec<Input> = read
+            .query_map([&after], |r| {
+                Ok(Input {
+                    lead_id: r.get(0)?,
+                    ledger: r.get(1)?,
+                    version: r.get(2)?,
+                    score: r.get(3)?,
+                    priority: r.get(4)?,
+                    events: r.get(5)?,
+                    profile: None,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
+        report.rescored += inputs.len() as u64;
+        for i in inputs.iter_mut().filter(|i| pass.profile || !pass.can_carry(i.version)) {
+            i.profile = profile_of.query_row([i.lead_id], sqlite_profile).ok();
         }
+        t_read += t.elapsed().as_micros();
+        let t = Instant::now();
+        let (fresh, stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version));
+        let mut outputs = run_chunk(pass, &fresh);
+        outputs.extend(run_chunk(&pass.full(), &stale));
+        report.changed += outputs.len() as u64;
+        t_compute += t.elapsed().as_micros();
+        let t = Instant::now();
+        if !outputs.is_empty() {
+            let tx = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            {
+                // A lead scored live with a newer model meanwhile keeps its row.
+                let mut stmt = tx.prepare_cached(
+                    "UPDATE lead_scores SET score = ?1, priority = ?2, profile = ?3, temperature = ?4, grade = ?5, ledger = ?6, \
+                     model_version = ?7, scored_at = ?8 WHERE lead_id = ?9 AND model_version <= ?7",
+                )?;
+                for o in &outputs {
+                    stmt.execute(rusqlite::params![
+                        o.score,
+                        o.priority,
+                        o.profile,
+                        o.temperature,
+                        o.grade,
+                        o.ledger,
+                        pass.version,
+                        at,
+                        o.lead_id
+                    ])?;
+                }
+            }
+            tx.commit()?;
+        }
+        t_write += t.elapsed().as_micros();
+        after = last.as_bytes().to_vec();
     }
-    Ok(rows)
+    tracing::debug!(t_read, t_compute, t_write, "re-score phases (µs)");
+    Ok(report)
 }
 
-fn sqlite_write(path: &std::path::Path, rows: &[Output], version: i64, at: Ts) -> rusqlite::Result<()> {
-    let mut conn = rusqlite::Connection::open_with_flags(
-        path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
-        // A lead scored live with a newer model meanwhile keeps its row.
-        let mut stmt = tx.prepare(
-            "UPDATE lead_scores SET score = ?1, priority = ?2, profile = ?3, temperature = ?4, grade = ?5, ledger = ?6, \
-             model_version = ?7, scored_at = ?8 WHERE lead_id = ?9 AND model_version <= ?7",
-        )?;
-        for o in rows {
-            stmt.execute(rusqlite::params![o.score, o.priority, o.profile, o.temperature, o.grade, o.ledger, version, at, o.lead_id])?;
-        }
+fn sqlite_profile(r: &rusqlite::Row) -> rusqlite::Result<Profile> {
+    const NAMES: [&str; 20] = [
+        "name",
+        "phone",
+        "email",
+        "messenger",
+        "company",
+        "position",
+        "city",
+        "interest",
+        "message",
+        "channel",
+        "campaign",
+        "source",
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_content",
+        "utm_term",
+        "referrer",
+        "landing_page",
+        "tracking_number",
+    ];
+    let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(NAMES.len());
+    for (i, n) in NAMES.iter().enumerate() {
+        top.push((n, r.get(i)?));
     }
-    tx.commit()
+    let budget: Option<f64> = r.get(20)?;
+    let fields: String = r.get(21)?;
+    let custom = serde_json::from_str::<serde_json::Map<String, Value>>(&fields).unwrap_or_default();
+    Ok(Profile::new(&top, budget, &custom))
 }
 
 #[derive(sqlx::FromRow)]
@@ -395,6 +430,7 @@ struct PgInput {
 }
 
 async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
+    // Ledgers made with other models get their profiles in `compute`.
     let sql = format!("{READ_SQL} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}");
     let rows: Vec<PgInput> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after.unwrap_or(Uuid::nil())).fetch_all(pool).await?;
     let mut inputs: Vec<Input> = rows

@@ -46,8 +46,11 @@ pub fn path_of(url: &str) -> String {
     if path.is_empty() { "/".into() } else { path }
 }
 
-/// The dictionary key of an event: its type, page path (page views) and name.
-pub(super) fn target_key(kind: &str, data: &Value) -> (String, String, String) {
+/// An event's type, page path (page views) and name: its key in the target dictionary.
+pub(super) type TargetKey = (String, String, String);
+
+/// The dictionary key of an event.
+pub(super) fn target_key(kind: &str, data: &Value) -> TargetKey {
     let path = data.get("url").and_then(Value::as_str).map(path_of).unwrap_or_default();
     let name: String = data.get("name").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
     (kind.to_string(), if kind == "page_view" { path } else { String::new() }, name)
@@ -80,7 +83,7 @@ pub(super) async fn write_events<'a, T: IntakeTx>(
     };
 
     let mut out = Vec::with_capacity(jobs.len());
-    let mut per_lead: std::collections::BTreeMap<Uuid, (LeadStatus, Vec<(Micros, (String, String, String))>)> = Default::default();
+    let mut per_lead: std::collections::BTreeMap<Uuid, (LeadStatus, Vec<(Micros, TargetKey)>)> = Default::default();
     for (i, cmd, received) in jobs {
         let lead = match (cmd.lead_id, cmd.visitor_id.as_deref()) {
             (Some(id), _) => match by_id.get(&id) {

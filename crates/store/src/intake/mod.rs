@@ -141,6 +141,7 @@ struct Prepared {
 }
 
 /// A job's work, as queued.
+#[allow(clippy::large_enum_variant)] // nearly every job is a lead; boxing would only add an allocation
 enum Meta {
     Lead { cmd: IntakeCommand, prep: Prepared, at: Ts },
     Events { cmd: EventsCommand, at: Ts },

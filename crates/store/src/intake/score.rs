@@ -283,13 +283,13 @@ impl Scoring {
                 model_version: self.version,
                 at: now,
             });
-            if st.inputs_dirty {
-                if let Some(v) = st.inputs.as_mut() {
-                    if v.len() > MAX_INPUTS {
-                        v.drain(..v.len() - MAX_INPUTS);
-                    }
-                    inputs.push((*id, encode_inputs(v)));
+            if st.inputs_dirty
+                && let Some(v) = st.inputs.as_mut()
+            {
+                if v.len() > MAX_INPUTS {
+                    v.drain(..v.len() - MAX_INPUTS);
                 }
+                inputs.push((*id, encode_inputs(v)));
             }
         }
         if !self.promoted.is_empty() {
