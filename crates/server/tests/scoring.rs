@@ -198,6 +198,10 @@ async fn anonymous_interest_joins_the_lead_and_its_score() {
     let t = app.get(&format!("/api/v1/leads/{lead}/timeline"), Some(&app.token)).await.json();
     let kinds: Vec<&str> = t["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains(&"page_view") && kinds.contains(&"video_view") && kinds.contains(&"calculator"), "{kinds:?}");
+    // A repeat request from the same visitor does not count the visitor's events twice.
+    let again = app.lead(json!({"phone": "8 900 300 06 00", "visitor_id": "vis-1"})).await;
+    assert_eq!(again.status, 200);
+    assert!((points(&score(&app, &lead).await) - 10.0).abs() < 0.05);
 }
 
 #[tokio::test]

@@ -317,6 +317,8 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts) -> rusqlite::Result<
     let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     writer.pragma_update(None, "synchronous", "FULL")?;
+    // The checkpoint thread copies the WAL back; this pass never waits for it.
+    writer.pragma_update(None, "wal_autocheckpoint", 0)?;
     let mut report = RescoreReport::default();
     let mut after: Vec<u8> = Vec::new();
     let sql = format!("{READ_SQL} WHERE s.lead_id > ?1 ORDER BY s.lead_id LIMIT {CHUNK}");

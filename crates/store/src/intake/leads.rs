@@ -262,8 +262,7 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         }
     }
     for (v, lead_id) in &visitor_joins {
-        tx.join_visitor_events(v, *lead_id).await?;
-        let joined = tx.visitor_events(v, *lead_id).await?;
+        let joined = tx.join_visitor_events(v, *lead_id).await?;
         if !joined.is_empty() {
             let keys: Vec<(String, String, String)> = joined.iter().map(|e| events::target_key(&e.kind, &e.data)).collect();
             let ids = ctx.targets.resolve(tx, &keys).await?;

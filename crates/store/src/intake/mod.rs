@@ -463,7 +463,8 @@ trait IntakeTx: Sized {
     async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError>;
     async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError>;
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError>;
-    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<(), BatchError>;
+    /// Moves the visitor's anonymous events to the lead; returns them.
+    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError>;
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError>;
     async fn insert_outbox(&mut self, rows: &[OutboxInsert]) -> Result<(), BatchError>;
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError>;
@@ -480,7 +481,6 @@ trait IntakeTx: Sized {
     async fn save_inputs(&mut self, rows: &[(Uuid, Vec<u8>)]) -> Result<(), BatchError>;
     async fn lead_statuses(&mut self, ids: &[Uuid]) -> Result<Vec<StatusRow>, BatchError>;
     async fn leads_of_visitors(&mut self, visitors: &[&str]) -> Result<Vec<VisitorLead>, BatchError>;
-    async fn visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError>;
     async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError>;
     async fn commit_tx(self) -> Result<(), BatchError>;
 }

@@ -179,13 +179,12 @@ impl IntakeTx for Transaction<'_, Postgres> {
         Ok(())
     }
 
-    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<(), BatchError> {
-        sqlx::query("UPDATE events SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL")
+    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
+        Ok(sqlx::query_as("UPDATE events SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL RETURNING at, kind, data")
             .bind(lead_id)
             .bind(visitor_id)
-            .execute(&mut **self)
-            .await?;
-        Ok(())
+            .fetch_all(&mut **self)
+            .await?)
     }
 
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
@@ -363,14 +362,6 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(visitors)
         .fetch_all(&mut **self)
         .await?)
-    }
-
-    async fn visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
-        Ok(sqlx::query_as("SELECT at, kind, data FROM events WHERE visitor_id = $1 AND lead_id = $2")
-            .bind(visitor_id)
-            .bind(lead_id)
-            .fetch_all(&mut **self)
-            .await?)
     }
 
     async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError> {

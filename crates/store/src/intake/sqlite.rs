@@ -339,11 +339,19 @@ impl IntakeTx for Tx<'_> {
         Ok(())
     }
 
-    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<(), BatchError> {
-        self.0
-            .prepare_cached("UPDATE events SET lead_id = ?1 WHERE visitor_id = ?2 AND lead_id IS NULL")?
-            .execute(rusqlite::params![lead_id, visitor_id])?;
-        Ok(())
+    async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
+        let mut stmt =
+            self.0.prepare_cached("UPDATE events SET lead_id = ?1 WHERE visitor_id = ?2 AND lead_id IS NULL RETURNING at, kind, data")?;
+        let rows = stmt.query_map(rusqlite::params![lead_id, visitor_id], |r| {
+            let us: i64 = r.get(0)?;
+            let data: String = r.get(2)?;
+            Ok(StoredEvent {
+                at: Ts::from_micros(us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH)),
+                kind: r.get(1)?,
+                data: serde_json::from_str(&data).unwrap_or(Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError> {
@@ -484,20 +492,6 @@ impl IntakeTx for Tx<'_> {
             }
         }
         Ok(out)
-    }
-
-    async fn visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
-        let mut stmt = self.0.prepare_cached("SELECT at, kind, data FROM events WHERE visitor_id = ?1 AND lead_id = ?2")?;
-        let rows = stmt.query_map(rusqlite::params![visitor_id, lead_id], |r| {
-            let us: i64 = r.get(0)?;
-            let data: String = r.get(2)?;
-            Ok(StoredEvent {
-                at: Ts::from_micros(us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH)),
-                kind: r.get(1)?,
-                data: serde_json::from_str(&data).unwrap_or(Value::Null),
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     async fn set_sales_ready(&mut self, ids: &[Uuid], at: Ts) -> Result<(), BatchError> {
