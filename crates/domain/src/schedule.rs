@@ -105,12 +105,13 @@ impl Duty {
                 return true;
             }
             // Yesterday's shift running past midnight.
-            if *e > 1440 && *day == (wd + 6) % 7 && minute < e - 1440 {
-                if let Some(y) = today.pred_opt() {
-                    if !self.free_day(y) {
-                        return true;
-                    }
-                }
+            if *e > 1440
+                && *day == (wd + 6) % 7
+                && minute < e - 1440
+                && let Some(y) = today.pred_opt()
+                && !self.free_day(y)
+            {
+                return true;
             }
         }
         false
