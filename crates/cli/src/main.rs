@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Public forms that landing pages post to.
     Form {
         #[command(subcommand)]
@@ -100,6 +105,35 @@ enum TokenCommand {
         /// leads:read, leads:write, events:write or admin; repeatable (default: leads:read leads:write).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// The e-mail of the user the token acts as (sees what the user sees).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user and print the user's id.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// admin, head_of_sales, manager, telemarketer or marketer.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Read the password from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// junior or senior.
+        #[arg(long)]
+        level: Option<String>,
+        /// The team's name (created when new).
+        #[arg(long)]
+        team: Option<String>,
+        /// IANA time zone, e.g. Europe/Moscow.
+        #[arg(long)]
+        timezone: Option<String>,
     },
 }
 
@@ -186,11 +220,55 @@ async fn run(cli: Cli) -> Result<()> {
             println!("migrated");
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { name, scopes } } => {
+        Command::Token { command: TokenCommand::Create { name, scopes, user } } => {
             let store = open(&url).await?;
             let scopes: Vec<String> = scopes.iter().flat_map(|s| s.split([',', ' '])).filter(|s| !s.is_empty()).map(String::from).collect();
-            let (_, token) = store.create_token(&name, &scopes).await?;
+            let (_, token) = match user {
+                None => store.create_token(&name, &scopes).await?,
+                Some(email) => {
+                    let u = store.user_by_email(&email).await?.ok_or_else(|| anyhow::anyhow!("no user with e-mail {email}"))?;
+                    if scopes.iter().any(|s| s == "admin") && u.role != "admin" {
+                        anyhow::bail!("only an admin's token may have the admin scope");
+                    }
+                    store.create_user_token(u.id, &name, &scopes).await?
+                }
+            };
             println!("{token}");
+            store.close().await;
+            Ok(())
+        }
+        Command::User { command: UserCommand::Create { email, role, name, password_stdin, level, team, timezone } } => {
+            let store = open(&url).await?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line).context("cannot read the password from stdin")?;
+                Some(line.trim_end_matches(['\n', '\r']).to_string())
+            } else {
+                None
+            };
+            let team_id = match team {
+                None => None,
+                Some(t) => Some(match store.teams().await?.into_iter().find(|x| x.name == t) {
+                    Some(x) => x.id,
+                    None => store.create_team(&t).await?.id,
+                }),
+            };
+            let spec = voronka_store::users::UserSpec {
+                email: Some(email),
+                role: Some(role),
+                name,
+                password,
+                level,
+                team_id,
+                timezone,
+                ..Default::default()
+            };
+            let problems = spec.check(true);
+            if let Some((field, en, _)) = problems.first() {
+                anyhow::bail!("{field}: {en}");
+            }
+            let user = store.create_user(&spec).await?;
+            println!("{}", user.id);
             store.close().await;
             Ok(())
         }
@@ -245,6 +323,7 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
     let state = AppState::new(store.clone(), app_cfg);
     voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600));
     voronka_server::jobs::spawn_score_refresh(state.clone(), std::time::Duration::from_secs(args.score_refresh_seconds.max(10)));
+    voronka_server::jobs::spawn_workflow(state.clone(), std::time::Duration::from_secs(1));
     tracing::info!(%addr, database = store.backend().name(), "voronka serving");
     {
         let mut out = std::io::stdout().lock();

@@ -165,3 +165,64 @@ fn a_database_that_cannot_be_opened_is_a_one_line_error() {
         assert!(!out.status.success());
     }
 }
+
+#[tokio::test]
+async fn two_servers_never_assign_one_lead_twice() {
+    let db = TestDb::new().await;
+    let token = admin_token(&db.url).await;
+    // Three managers on duty around the clock.
+    for n in 0..3 {
+        let out = voronka(
+            &["user", "create", "--email", &format!("m{n}@firm.ru"), "--role", "manager", "--level", "senior", "--timezone", "UTC"],
+            &db.url,
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let hours = serde_json::json!({"hours": {"mon": [["00:00", "23:59"]], "tue": [["00:00", "23:59"]], "wed": [["00:00", "23:59"]], "thu": [["00:00", "23:59"]],
+            "fri": [["00:00", "23:59"]], "sat": [["00:00", "23:59"]], "sun": [["00:00", "23:59"]]}, "capacity": 1000});
+        let a = ServerProcess::start(BIN, &db.url, &[]).await;
+        let r = send(a.addr, json_request(a.addr, "PATCH", &format!("/api/v1/users/{id}"), Some(&token), Some(&hours))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let a = ServerProcess::start(BIN, &db.url, &[]).await;
+    let b = ServerProcess::start(BIN, &db.url, &[]).await;
+    // Hot leads through both servers: each becomes sales-ready and is routed by whichever
+    // server's worker claims it.
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let srv = if i % 2 == 0 { &a } else { &b };
+        let r = send(
+            srv.addr,
+            json_request(srv.addr, "POST", "/api/v1/leads", Some(&token), Some(&json!({"phone": format!("+7902{:07}", i)}))),
+        )
+        .await;
+        let id = r.json()["id"].as_str().unwrap().to_string();
+        let events: Vec<serde_json::Value> = ["callback_request", "callback_request", "calculator", "calculator", "presentation_request"]
+            .iter()
+            .map(|k| json!({"type": k}))
+            .collect();
+        let r =
+            send(srv.addr, json_request(srv.addr, "POST", "/api/v1/events", Some(&token), Some(&json!({"lead_id": id, "events": events}))))
+                .await;
+        assert_eq!(r.status, 202);
+        ids.push(id);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = send(a.addr, json_request(a.addr, "GET", "/api/v1/leads?status=assigned&limit=100", Some(&token), None)).await.json();
+        if page["items"].as_array().unwrap().len() == ids.len() || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut per_owner = std::collections::HashMap::new();
+    for id in &ids {
+        let l = send(a.addr, json_request(a.addr, "GET", &format!("/api/v1/leads/{id}"), Some(&token), None)).await.json();
+        assert_eq!(l["status"], "assigned", "{id} was not assigned");
+        *per_owner.entry(l["owner"]["id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+        let t = send(a.addr, json_request(a.addr, "GET", &format!("/api/v1/leads/{id}/timeline"), Some(&token), None)).await.json();
+        let assigned = t["items"].as_array().unwrap().iter().filter(|i| i["kind"] == "assigned").count();
+        assert_eq!(assigned, 1, "{id} assigned {assigned} times");
+    }
+    assert_eq!(per_owner.len(), 3, "{per_owner:?}");
+}

@@ -36,6 +36,17 @@ pub enum ApiError {
     InvalidModel(voronka_domain::scoring::ModelErrors),
     UnknownSiteKey,
     OriginNotAllowed,
+    /// 409 with a code and a text in both languages.
+    Conflict {
+        code: &'static str,
+        en: String,
+        ru: String,
+    },
+    /// 422 with a code and named fields whose texts are in both languages.
+    Fields {
+        code: &'static str,
+        fields: Vec<(String, String, String)>,
+    },
     IdempotencyConflict,
     Unavailable,
     Internal(anyhow::Error),
@@ -60,6 +71,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ContactRequired(_) | ApiError::InvalidFields(_) | ApiError::InvalidModel(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownSiteKey => StatusCode::UNAUTHORIZED,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Fields { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::IdempotencyConflict => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -81,6 +94,7 @@ impl ApiError {
             ApiError::InvalidFields(_) => "invalid_fields",
             ApiError::InvalidModel(_) => "invalid_model",
             ApiError::UnknownSiteKey => "unknown_site_key",
+            ApiError::Conflict { code, .. } | ApiError::Fields { code, .. } => code,
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::IdempotencyConflict => "idempotency_key_reused",
             ApiError::Unavailable => "unavailable",
@@ -118,6 +132,8 @@ impl ApiError {
                 t("The scoring model has problems; each is named", "В модели скоринга есть ошибки; каждая указана")
             }
             ApiError::UnknownSiteKey => t("Unknown site key", "Неизвестный ключ сайта"),
+            ApiError::Conflict { en, ru, .. } => t(en, ru),
+            ApiError::Fields { .. } => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
             ApiError::OriginNotAllowed => {
                 t("This site may not send events from this origin", "С этого адреса сайту нельзя отправлять события")
             }
@@ -150,6 +166,11 @@ impl IntoResponse for ApiError {
         if let Some(f) = self.fields() {
             err["fields"] = json!(f.localized(lang));
         }
+        if let ApiError::Fields { fields, .. } = &self {
+            let f: serde_json::Map<String, serde_json::Value> =
+                fields.iter().map(|(k, en, ru)| (k.clone(), json!(if lang == Lang::Ru { ru } else { en }))).collect();
+            err["fields"] = serde_json::Value::Object(f);
+        }
         if let ApiError::InvalidModel(m) = &self {
             let fields: serde_json::Map<String, serde_json::Value> = m.iter().map(|(k, v)| (k.clone(), json!(v.get(lang)))).collect();
             err["fields"] = serde_json::Value::Object(fields);
@@ -172,6 +193,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::NotFound => ApiError::NotFound,
+            StoreError::Invalid(m) => ApiError::Conflict { code: "conflict", en: m.clone(), ru: m },
             StoreError::Db(sqlx_err) => ApiError::Internal(anyhow::Error::new(sqlx_err).context("database query failed")),
             other => ApiError::Internal(other.into()),
         }
@@ -204,5 +226,41 @@ impl From<voronka_domain::lead::Rejection> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(r: axum::extract::rejection::BytesRejection) -> ApiError {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::MalformedJson(r.body_text()) }
+    }
+}
+
+impl ApiError {
+    pub fn field(field: &str, en: &str, ru: &str) -> ApiError {
+        ApiError::Fields { code: "invalid_fields", fields: vec![(field.to_string(), en.to_string(), ru.to_string())] }
+    }
+}
+
+impl From<voronka_store::workflow::WorkflowError> for ApiError {
+    fn from(e: voronka_store::workflow::WorkflowError) -> ApiError {
+        use voronka_store::workflow::WorkflowError as W;
+        match e {
+            W::NotFound => ApiError::NotFound,
+            W::InvalidTransition { from, to } => ApiError::Conflict {
+                code: "invalid_transition",
+                en: format!("A lead cannot move from {from} to {to}"),
+                ru: format!("Лид нельзя перевести из {from} в {to}"),
+            },
+            W::ReasonRequired => ApiError::Fields {
+                code: "reason_required",
+                fields: vec![("reason".into(), "a reason from the list is required".into(), "нужна причина из списка".into())],
+            },
+            W::Invalid { field, en, ru } => ApiError::Fields { code: "invalid_fields", fields: vec![(field, en, ru)] },
+            W::AlreadyConverted => ApiError::Conflict {
+                code: "already_converted",
+                en: "The lead is already converted".into(),
+                ru: "Лид уже конвертирован".into(),
+            },
+            W::ContactTaken { field, .. } => ApiError::Conflict {
+                code: "contact_taken",
+                en: format!("This {field} belongs to another lead; merge the leads instead"),
+                ru: format!("Этот {field} принадлежит другому лиду; объедините лиды"),
+            },
+            W::Store(s) => ApiError::from(s),
+        }
     }
 }

@@ -47,3 +47,73 @@ pub fn spawn_score_refresh(state: AppState, every: Duration) -> tokio::task::Joi
         }
     })
 }
+
+/// Handles outbox messages once: routes leads that became sales-ready and new hot leads.
+/// Returns how many messages were handled.
+pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usize> {
+    let items = state.store.claim_outbox(worker, 200, chrono::Duration::seconds(60)).await?;
+    let mut done = Vec::with_capacity(items.len());
+    for item in &items {
+        let route = match item.topic.as_str() {
+            "lead.sales_ready" => true,
+            "lead.created" => match item.aggregate_id {
+                Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
+                None => false,
+            },
+            _ => false,
+        };
+        if route && let Some(id) = item.aggregate_id {
+            match state.store.route_lead(id).await {
+                Ok(outcome) => tracing::debug!(lead = %id, ?outcome, "routed"),
+                Err(e) => {
+                    tracing::warn!(lead = %id, error = %e, "routing failed; will retry");
+                    let at = voronka_store::Ts::from(state.store.clock().now() + chrono::Duration::seconds(30));
+                    state.store.retry_outbox(item.id, at, &e.to_string()).await?;
+                    continue;
+                }
+            }
+        }
+        done.push(item.id);
+    }
+    state.store.finish_outbox(&done).await?;
+    Ok(items.len())
+}
+
+/// One pass of the timers: queued leads are offered to whoever came on duty, and leads past
+/// their response deadline are escalated.
+pub async fn timers_once(state: &AppState) -> anyhow::Result<(usize, usize)> {
+    let assigned = state.store.drain_queue().await?;
+    let escalated = state.store.escalate_due().await?.len();
+    Ok((assigned, escalated))
+}
+
+/// Runs the dispatcher and the timers until the process stops. Every process may run them:
+/// outbox messages are claimed under a lease, and each assignment or escalation is a
+/// conditional update that only one process can make.
+pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    let worker = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            loop {
+                match dispatch_once(&state, &worker).await {
+                    Ok(0) => break,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dispatch failed");
+                        break;
+                    }
+                }
+            }
+            // Timers every 10 ticks (10 s by default).
+            if n.is_multiple_of(10)
+                && let Err(e) = timers_once(&state).await
+            {
+                tracing::warn!(error = %e, "workflow timers failed");
+            }
+            n += 1;
+        }
+    })
+}

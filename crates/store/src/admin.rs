@@ -19,11 +19,26 @@ pub struct TokenInfo {
     pub id: Uuid,
     pub name: String,
     pub scopes: Vec<String>,
+    /// The user the token acts as; none for a system token.
+    pub user: Option<crate::users::UserRef>,
 }
 
 impl TokenInfo {
     pub fn allows(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope || s == "admin")
+    }
+
+    /// What the token may see.
+    pub fn access(&self) -> crate::users::Access {
+        crate::users::Access::of(self.user.as_ref())
+    }
+
+    /// How the token appears on timelines: its user's name, or the token's.
+    pub fn actor(&self) -> String {
+        match &self.user {
+            Some(u) => format!("user:{}", u.name),
+            None => format!("token:{}", self.name),
+        }
     }
 }
 
@@ -76,6 +91,10 @@ struct TokenRow {
     id: Uuid,
     name: String,
     scopes: String,
+    user_id: Option<Uuid>,
+    user_name: Option<String>,
+    role: Option<String>,
+    team_id: Option<Uuid>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -142,11 +161,23 @@ impl Store {
 
     /// The live token with this hash, if any.
     pub async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenInfo>, StoreError> {
+        // A token of a deactivated user stops working.
         let row: Option<TokenRow> = with_read!(&self.db, p => {
-            sqlx::query_as("SELECT id, name, scopes FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-                .bind(hash.as_slice()).fetch_optional(p).await?
+            sqlx::query_as(
+                "SELECT t.id, t.name, t.scopes, t.user_id, u.name AS user_name, u.role, u.team_id FROM api_tokens t \
+                 LEFT JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.user_id IS NULL OR u.active)",
+            )
+            .bind(hash.as_slice()).fetch_optional(p).await?
         });
-        Ok(row.map(|r| TokenInfo { id: r.id, name: r.name, scopes: r.scopes.split_whitespace().map(String::from).collect() }))
+        Ok(row.map(|r| TokenInfo {
+            id: r.id,
+            name: r.name,
+            scopes: r.scopes.split_whitespace().map(String::from).collect(),
+            user: match (r.user_id, r.user_name, r.role) {
+                (Some(id), Some(name), Some(role)) => Some(crate::users::UserRef { id, name, role, team_id: r.team_id }),
+                _ => None,
+            },
+        }))
     }
 
     pub async fn revoke_token(&self, id: Uuid) -> Result<(), StoreError> {

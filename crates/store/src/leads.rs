@@ -3,6 +3,7 @@
 use crate::db::with_read;
 use crate::scoring::{micros, score_now};
 use crate::ts::Ts;
+use crate::users::Access;
 use crate::{Store, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -213,6 +214,8 @@ impl LeadSort {
 
 #[derive(Debug, Clone, Default)]
 pub struct LeadFilter {
+    /// Whose leads may be listed (enforced here, for lists and search alike).
+    pub access: Access,
     pub status: Vec<LeadStatus>,
     /// `Some(None)` asks for leads without an owner.
     pub owner: Option<Option<Uuid>>,
@@ -310,6 +313,29 @@ impl Store {
         Ok(row.into_lead(&model, micros(self.now())))
     }
 
+    /// A lead, when `access` may see it.
+    pub async fn lead_as(&self, id: Uuid, access: &Access) -> Result<Option<Lead>, StoreError> {
+        let sql = format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id = $1 AND {}", self.access_sql(access));
+        let row: Option<LeadRow> = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?
+        });
+        Ok(match row {
+            Some(r) => Some(self.lead_of(r).await?),
+            None => None,
+        })
+    }
+
+    /// Whether `access` may see the lead (the check every lead endpoint makes first).
+    pub async fn can_see(&self, id: Uuid, access: &Access) -> Result<bool, StoreError> {
+        if *access == Access::All {
+            let n: i64 = with_read!(&self.db, p => { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM leads WHERE id = $1").bind(id).fetch_one(p).await? });
+            return Ok(n > 0);
+        }
+        let sql = format!("SELECT COUNT(*) FROM leads l WHERE l.id = $1 AND {}", self.access_sql(access));
+        let n: i64 = with_read!(&self.db, p => { sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(p).await? });
+        Ok(n > 0)
+    }
+
     pub async fn lead(&self, id: Uuid) -> Result<Option<Lead>, StoreError> {
         let sql = format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id = $1");
         let row: Option<LeadRow> = with_read!(&self.db, p => {
@@ -324,13 +350,16 @@ impl Store {
     pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
         let limit = f.limit.clamp(1, 500) as i64;
         let like = f.q.as_deref().map(escape_like);
+        let access = self.access_sql(&f.access);
         let sort_col = match f.sort {
             LeadSort::Score => "COALESCE(s.score, 0)",
             LeadSort::Priority => "COALESCE(s.priority, 0)",
             _ => "0.0",
         };
         let rows: Vec<SortedRow> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new(format!("SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {LEAD_FROM} WHERE TRUE"));
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {LEAD_FROM} WHERE {access}"
+            ));
             if !f.status.is_empty() {
                 qb.push(" AND l.status IN (");
                 let mut sep = qb.separated(", ");

@@ -2,15 +2,19 @@
 //! migrations, the intake writer (group commit) and the read models.
 
 mod admin;
+pub mod convert;
 mod db;
 pub mod intake;
 pub mod leads;
+pub mod outbox;
 pub mod provision;
 pub mod rescore;
+pub mod routing;
 pub mod scoring;
 pub mod seed;
-mod status;
 pub mod ts;
+pub mod users;
+pub mod workflow;
 
 use anyhow::Result;
 use std::sync::Arc;
@@ -72,6 +76,7 @@ impl Store {
         let sqlite_path = db::sqlite_path(&cfg.url)?;
         let store = Store { db, intake, clock, models, sqlite_path };
         store.refresh_model().await?;
+        store.seed_reasons().await?;
         Ok(store)
     }
 

@@ -70,6 +70,21 @@ pub(crate) struct Output {
 }
 
 impl Pass {
+    /// A pass that rebuilds one lead whole with `model`.
+    pub(crate) async fn single(store: &Store, model: Arc<Model>, version: i64) -> Result<Pass, StoreError> {
+        let masks = Arc::new(store.target_masks(&model).await?);
+        Ok(Pass {
+            model,
+            version,
+            behaviour: true,
+            profile: true,
+            previous: None,
+            masks,
+            remap: Arc::new(Vec::new()),
+            now: store.now().micros(),
+        })
+    }
+
     /// Whether entries of a ledger made with `version` can be carried into this pass.
     fn can_carry(&self, version: i64) -> bool {
         version == self.version || self.previous.as_ref().is_some_and(|p| p.0 == version)

@@ -97,6 +97,7 @@ pub struct TestApp {
     pub store: Store,
     pub db: TestDb,
     pub token: String,
+    pub state: AppState,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -110,10 +111,11 @@ pub async fn spawn_app_with(cfg: AppConfig, clock: Arc<dyn Clock>) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let state = AppState::new(store.clone(), cfg);
+    let serving = state.clone();
     tokio::spawn(async move {
-        let _ = voronka_server::serve(listener, state, std::future::pending()).await;
+        let _ = voronka_server::serve(listener, serving, std::future::pending()).await;
     });
-    TestApp { addr, store, db, token }
+    TestApp { addr, store, db, token, state }
 }
 
 pub struct Resp {
@@ -258,4 +260,16 @@ pub async fn admin_token(url: &str) -> String {
     let (_, token) = store.create_token("test", &["admin".to_string()]).await.expect("token");
     store.close().await;
     token
+}
+
+impl TestApp {
+    /// A request with a JSON body and the given method and token.
+    pub async fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Resp {
+        send(self.addr, json_request(self.addr, method, path, Some(token), body)).await
+    }
+
+    /// Handles the outbox (routing) until it is empty.
+    pub async fn dispatch(&self) {
+        while voronka_server::jobs::dispatch_once(&self.state, "test").await.expect("dispatch") > 0 {}
+    }
 }

@@ -153,9 +153,11 @@ pub async fn submit(
     let v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let tokened = headers.contains_key(header::AUTHORIZATION);
+    let mut access = voronka_store::users::Access::All;
     let (site, actor) = if tokened {
         let t = st.tokens.authorize_any(&st.store, &headers, &["events:write", "leads:write"]).await?;
-        (None, format!("token:{}", t.name))
+        access = t.access();
+        (None, t.actor())
     } else {
         let key = site_key_of(&v, q.as_deref()).ok_or(ApiError::UnknownSiteKey)?;
         let site = st.store.site_by_key(&key).await?.ok_or(ApiError::UnknownSiteKey)?;
@@ -194,6 +196,11 @@ pub async fn submit(
     }
     if !errors.is_empty() {
         return Err(ApiError::InvalidFields(errors));
+    }
+    if let Some(l) = lead_id
+        && !st.store.can_see(l, &access).await?
+    {
+        return Err(ApiError::NotFound);
     }
     let n = events.len();
     let cmd = EventsCommand { site_id: site.as_ref().map(|s| s.id), visitor_id, lead_id, events, actor: Some(actor) };

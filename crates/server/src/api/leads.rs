@@ -105,12 +105,8 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
         ops::record_intake("api", e.code());
         e
     })?;
-    let reply = st
-        .store
-        .intake()
-        .submit(IntakeCommand { lead, idempotency, actor: Some(format!("token:{}", token.name)), form_id: None })
-        .await
-        .map_err(|e| {
+    let reply =
+        st.store.intake().submit(IntakeCommand { lead, idempotency, actor: Some(token.actor()), form_id: None }).await.map_err(|e| {
             let e = ApiError::from(e);
             ops::record_intake("api", if e.status() == StatusCode::CONFLICT { "idempotency_conflict" } else { "failed" });
             e
@@ -138,9 +134,9 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
     responses((status = 200, body = Lead), (status = 404, description = "No such lead")),
     security(("bearer" = ["leads:read"])))]
 pub async fn get_one(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<axum::Json<Lead>, ApiError> {
-    st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    st.store.lead(id).await?.map(axum::Json).ok_or(ApiError::NotFound)
+    st.store.lead_as(id, &t.access()).await?.map(axum::Json).ok_or(ApiError::NotFound)
 }
 
 const BAD_STATUS: Text = Text::new("unknown status", "неизвестный статус");
@@ -240,8 +236,9 @@ fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) -> R
     responses((status = 200, body = LeadPage), (status = 422, description = "A bad parameter, named")),
     security(("bearer" = ["leads:read"])))]
 pub async fn list(State(st): State<AppState>, headers: HeaderMap, RawQuery(q): RawQuery) -> Result<axum::Json<LeadPage>, ApiError> {
-    st.tokens.authorize(&st.store, &headers, "leads:read").await?;
-    let filter = parse_list_query(q.as_deref(), st.cfg.region)?;
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    let mut filter = parse_list_query(q.as_deref(), st.cfg.region)?;
+    filter.access = t.access();
     Ok(axum::Json(st.store.leads(&filter).await?))
 }
 
@@ -262,14 +259,14 @@ pub async fn timeline(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<axum::Json<TimelinePage>, ApiError> {
-    st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let q: TimelineQuery = serde_urlencoded::from_str(q.as_deref().unwrap_or("")).map_err(|_| ApiError::invalid("limit", BAD_LIMIT))?;
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(voronka_store::decode_timeline_cursor(c).ok_or_else(|| ApiError::invalid("cursor", BAD_CURSOR))?),
     };
-    if st.store.lead(id).await?.is_none() {
+    if !st.store.can_see(id, &t.access()).await? {
         return Err(ApiError::NotFound);
     }
     Ok(axum::Json(st.store.timeline(id, q.limit.unwrap_or(100), before).await?))

@@ -3,6 +3,8 @@
 pub mod events;
 pub mod leads;
 pub mod scoring;
+pub mod users;
+pub mod workflow;
 
 use crate::AppState;
 use axum::Router;
@@ -11,10 +13,33 @@ use axum::routing::get;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/leads", get(leads::list).post(leads::create))
-        .route("/api/v1/leads/{id}", get(leads::get_one))
+        .route("/api/v1/leads/{id}", get(leads::get_one).patch(workflow::patch))
+        .route("/api/v1/leads/{id}/status", axum::routing::post(workflow::status))
+        .route("/api/v1/leads/{id}/activities", axum::routing::post(workflow::activity))
+        .route("/api/v1/leads/{id}/tasks", get(workflow::lead_tasks).post(workflow::create_task))
+        .route("/api/v1/leads/{id}/assign", axum::routing::post(workflow::assign))
+        .route("/api/v1/leads/{id}/convert", axum::routing::post(workflow::convert))
+        .route("/api/v1/leads/{id}/card", get(workflow::card))
+        .route("/api/v1/tasks", get(workflow::tasks))
+        .route("/api/v1/tasks/{id}/complete", axum::routing::post(workflow::complete_task))
+        .route("/api/v1/queue", get(workflow::queue))
+        .route("/api/v1/notifications", get(workflow::notifications))
+        .route("/api/v1/contacts/{id}", get(workflow::contact))
+        .route("/api/v1/settings/{key}", get(workflow::get_setting).put(workflow::put_setting))
+        .route("/api/v1/reasons", get(workflow::reasons))
+        .route("/api/v1/reasons/{kind}", axum::routing::put(workflow::put_reasons))
+        .route("/api/v1/users", get(users::list).post(users::create))
+        .route("/api/v1/users/{id}", get(users::get_one).patch(users::update))
+        .route("/api/v1/users/{id}/tokens", axum::routing::post(users::create_token))
+        .route("/api/v1/teams", get(users::teams).post(users::create_team))
         .route("/api/v1/leads/{id}/timeline", get(leads::timeline))
         .route("/api/v1/leads/{id}/score", get(scoring::lead_score))
         .route("/api/v1/events", axum::routing::post(events::submit).options(events::preflight))
         .route("/api/v1/scoring/model", get(scoring::get_model).put(scoring::put_model))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
+}
+
+/// A uuid from the path; anything else is a resource that does not exist.
+pub fn uuid_path(s: &str) -> Result<uuid::Uuid, crate::ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| crate::ApiError::NotFound)
 }

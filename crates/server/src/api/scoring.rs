@@ -48,7 +48,10 @@ pub async fn put_model(
 #[utoipa::path(get, path = "/api/v1/leads/{id}/score", tag = "scoring", params(("id" = Uuid, Path)),
     responses((status = 200, body = ScoreView), (status = 404, description = "No such lead")), security(("bearer" = ["leads:read"])))]
 pub async fn lead_score(State(st): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Result<axum::Json<ScoreView>, ApiError> {
-    st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    if !st.store.can_see(id, &t.access()).await? {
+        return Err(ApiError::NotFound);
+    }
     st.store.score(id).await?.map(axum::Json).ok_or(ApiError::NotFound)
 }

@@ -1,0 +1,566 @@
+//! The sales workflow over the API: users and access, the state machine, routing by duty
+//! schedule and seniority, the queue, SLA escalation, tasks and activities, field audit,
+//! completeness and scripts, conversion.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use uuid::Uuid;
+use voronka_domain::TestClock;
+use voronka_domain::schedule::WeekHours;
+use voronka_server::AppConfig;
+use voronka_store::users::UserSpec;
+use voronka_testkit::*;
+
+/// Monday 2027-03-01, 10:00 in Moscow.
+const MONDAY_10_MSK: &str = "2027-03-01T07:00:00Z";
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn app_at(t: &str) -> (TestApp, TestClock) {
+    let clock = TestClock::new(at(t));
+    (spawn_app_with(AppConfig::default(), Arc::new(clock.clone())).await, clock)
+}
+
+struct Person {
+    id: Uuid,
+    token: String,
+}
+
+async fn person(app: &TestApp, email: &str, role: &str, level: &str, team: Option<Uuid>, hours: Option<WeekHours>) -> Person {
+    let spec = UserSpec {
+        email: Some(email.into()),
+        name: Some(email.split('@').next().unwrap().into()),
+        role: Some(role.into()),
+        level: Some(level.into()),
+        team_id: team,
+        hours,
+        timezone: Some("Europe/Moscow".into()),
+        ..Default::default()
+    };
+    let u = app.store.create_user(&spec).await.unwrap();
+    let scopes = if role == "admin" { vec!["admin".to_string()] } else { vec!["leads:read".to_string(), "leads:write".to_string()] };
+    let (_, token) = app.store.create_user_token(u.id, "t", &scopes).await.unwrap();
+    Person { id: u.id, token }
+}
+
+async fn lead(app: &TestApp, phone: &str) -> String {
+    let r = app.lead(json!({"phone": phone, "name": "Клиент"})).await;
+    assert!(r.status == 201 || r.status == 200, "{}", r.text());
+    r.json()["id"].as_str().unwrap().to_string()
+}
+
+/// A lead that reaches the sales-ready threshold (and so is routed).
+async fn hot_lead(app: &TestApp, phone: &str) -> String {
+    let id = lead(app, phone).await;
+    let events: Vec<Value> = ["callback_request", "callback_request", "calculator", "calculator", "presentation_request"]
+        .iter()
+        .map(|k| json!({"type": k}))
+        .collect();
+    let r = app.post_json("/api/v1/events", Some(&app.token), &json!({"lead_id": id, "events": events})).await;
+    assert_eq!(r.status, 202);
+    id
+}
+
+async fn owner(app: &TestApp, id: &str) -> Option<String> {
+    app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json()["owner"]["id"].as_str().map(String::from)
+}
+
+#[tokio::test]
+async fn hot_leads_go_to_a_senior_manager_on_duty_with_a_deadline() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let junior = person(&app, "junior@firm.ru", "manager", "junior", None, None).await;
+    let senior = person(&app, "senior@firm.ru", "manager", "senior", None, None).await;
+    let id = hot_lead(&app, "+79005550001").await;
+    app.dispatch().await;
+    let l = app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json();
+    assert_eq!(l["owner"]["id"], senior.id.to_string());
+    assert_eq!(l["status"], "assigned");
+    // A cold lead is not routed automatically; a junior gets it when assigned by hand.
+    let cold = lead(&app, "+79005550002").await;
+    app.dispatch().await;
+    assert_eq!(owner(&app, &cold).await, None);
+    let t = app.get(&format!("/api/v1/leads/{id}/timeline"), Some(&app.token)).await.json();
+    let assigned = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "assigned").unwrap();
+    assert_eq!(assigned["actor"], "routing");
+    // Hot web-form lead: 15 working minutes.
+    assert!(assigned["data"]["deadline"].as_str().unwrap().starts_with("2027-03-01T07:15:00"));
+    let n = app.call("GET", "/api/v1/notifications", &senior.token, None).await.json();
+    assert_eq!(n[0]["kind"], "lead_assigned");
+    let _ = junior;
+}
+
+#[tokio::test]
+async fn round_robin_shares_leads_evenly() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(person(&app, &format!("s{n}@firm.ru"), "manager", "senior", None, None).await.id.to_string());
+    }
+    for i in 0..12 {
+        hot_lead(&app, &format!("+7900556{:04}", i)).await;
+        app.dispatch().await;
+    }
+    let mut counts = std::collections::HashMap::new();
+    let page = app.list("limit=100").await;
+    for l in page["items"].as_array().unwrap() {
+        *counts.entry(l["owner"]["id"].as_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|c| *c == 4), "{counts:?}");
+}
+
+#[tokio::test]
+async fn nobody_on_duty_queues_the_lead_and_it_is_assigned_when_a_shift_starts() {
+    // Monday 07:00 Moscow: before office hours.
+    let (app, clock) = app_at("2027-03-01T04:00:00Z").await;
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", None, None).await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", None, None).await;
+    let id = hot_lead(&app, "+79005550100").await;
+    app.dispatch().await;
+    assert_eq!(owner(&app, &id).await, None);
+    let q = app.call("GET", "/api/v1/queue", &head.token, None).await.json();
+    assert_eq!(q.as_array().unwrap().len(), 1);
+    let n = app.call("GET", "/api/v1/notifications", &head.token, None).await.json();
+    assert_eq!(n[0]["kind"], "lead_queued");
+    // Still early: nothing moves.
+    clock.set(at("2027-03-01T05:30:00Z"));
+    voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(owner(&app, &id).await, None);
+    // 09:00 Moscow: the shift starts and the queue is drained.
+    clock.set(at("2027-03-01T06:00:00Z"));
+    let (assigned, _) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(assigned, 1);
+    assert_eq!(owner(&app, &id).await, Some(m.id.to_string()));
+    assert_eq!(app.call("GET", "/api/v1/queue", &head.token, None).await.json().as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn vacations_and_night_shifts_decide_who_is_on_duty() {
+    // Tuesday 03:00 Moscow.
+    let (app, _) = app_at("2027-03-02T00:00:00Z").await;
+    let night = WeekHours { mon: vec![["22:00".into(), "06:00".into()]], ..Default::default() };
+    let owl = person(&app, "owl@firm.ru", "manager", "senior", None, Some(night)).await;
+    let _day = person(&app, "day@firm.ru", "manager", "senior", None, None).await;
+    let away = person(
+        &app,
+        "away@firm.ru",
+        "manager",
+        "senior",
+        None,
+        Some(WeekHours { tue: vec![["00:00".into(), "23:59".into()]], ..Default::default() }),
+    )
+    .await;
+    app.store
+        .update_user(away.id, &UserSpec { vacations: Some(vec![["2027-03-01".into(), "2027-03-05".into()]]), ..Default::default() })
+        .await
+        .unwrap();
+    let id = hot_lead(&app, "+79005550200").await;
+    app.dispatch().await;
+    assert_eq!(owner(&app, &id).await, Some(owl.id.to_string()), "only the night shift of Monday is on duty");
+}
+
+#[tokio::test]
+async fn an_untouched_lead_escalates_exactly_at_its_deadline() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", None, None).await;
+    let a = person(&app, "a@firm.ru", "manager", "senior", None, None).await;
+    let b = person(&app, "b@firm.ru", "manager", "senior", None, None).await;
+    let id = hot_lead(&app, "+79005550300").await;
+    app.dispatch().await;
+    let first = owner(&app, &id).await.unwrap();
+    let (first_tok, other) = if first == a.id.to_string() { (&a.token, b.id) } else { (&b.token, a.id) };
+    // One second before the deadline nothing happens.
+    clock.advance(Duration::minutes(15) - Duration::seconds(1));
+    let (_, escalated) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(escalated, 0);
+    clock.advance(Duration::seconds(1));
+    let (_, escalated) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(escalated, 1);
+    assert_eq!(owner(&app, &id).await, Some(other.to_string()));
+    assert_eq!(app.store.escalations().await.unwrap().len(), 1);
+    let n = app.call("GET", "/api/v1/notifications", &head.token, None).await.json();
+    assert!(n.as_array().unwrap().iter().any(|x| x["kind"] == "lead_escalated"));
+    // The former owner no longer sees it.
+    assert_eq!(app.call("GET", &format!("/api/v1/leads/{id}"), first_tok, None).await.status, 404);
+    // A touch by the new owner stops the clock.
+    let new_tok = if other == a.id { &a.token } else { &b.token };
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{id}/activities"),
+            new_tok,
+            Some(&json!({"kind": "call", "direction": "out", "duration_seconds": 95, "result": "interested"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["status"], "in_progress");
+    clock.advance(Duration::hours(5));
+    assert_eq!(voronka_server::jobs::timers_once(&app.state).await.unwrap().1, 0);
+}
+
+#[tokio::test]
+async fn deadlines_count_working_hours_only() {
+    // Friday 17:55 Moscow.
+    let (app, clock) = app_at("2027-03-05T14:55:00Z").await;
+    let _a = person(
+        &app,
+        "a@firm.ru",
+        "manager",
+        "senior",
+        None,
+        Some(WeekHours { fri: vec![["09:00".into(), "23:00".into()]], mon: vec![["09:00".into(), "18:00".into()]], ..Default::default() }),
+    )
+    .await;
+    let id = hot_lead(&app, "+79005550400").await;
+    app.dispatch().await;
+    assert!(owner(&app, &id).await.is_some());
+    // 5 minutes left on Friday, 10 on Monday morning: due Monday 09:10 Moscow.
+    clock.set(at("2027-03-08T06:09:00Z"));
+    assert_eq!(voronka_server::jobs::timers_once(&app.state).await.unwrap().1, 0);
+    clock.set(at("2027-03-08T06:10:00Z"));
+    let escalations = app.store.escalate_due().await.unwrap();
+    assert_eq!(escalations.len(), 1, "the deadline is Monday 09:10");
+    assert_eq!(escalations[0].to_user, None, "nobody else to give it to: the heads are told");
+}
+
+#[tokio::test]
+async fn a_manager_never_sees_another_managers_lead() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let a = person(&app, "a@firm.ru", "manager", "junior", None, None).await;
+    let b = person(&app, "b@firm.ru", "manager", "junior", None, None).await;
+    let admin_tok = app.token.clone();
+    let mine = lead(&app, "+79005550500").await;
+    let theirs = lead(&app, "+79005550501").await;
+    for (id, who) in [(&mine, a.id), (&theirs, b.id)] {
+        let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &admin_tok, Some(&json!({"user_id": who}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let tok = &a.token;
+    let body = |v: Value| Some(v);
+    let probes: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/api/v1/leads/{theirs}"), None),
+        ("PATCH", format!("/api/v1/leads/{theirs}"), body(json!({"name": "x"}))),
+        ("GET", format!("/api/v1/leads/{theirs}/timeline"), None),
+        ("GET", format!("/api/v1/leads/{theirs}/score"), None),
+        ("GET", format!("/api/v1/leads/{theirs}/card"), None),
+        ("GET", format!("/api/v1/leads/{theirs}/tasks"), None),
+        ("POST", format!("/api/v1/leads/{theirs}/tasks"), body(json!({"kind": "call", "title": "x"}))),
+        ("POST", format!("/api/v1/leads/{theirs}/status"), body(json!({"status": "in_progress"}))),
+        ("POST", format!("/api/v1/leads/{theirs}/activities"), body(json!({"kind": "note", "text": "x"}))),
+        ("POST", format!("/api/v1/leads/{theirs}/convert"), body(json!({}))),
+        ("POST", "/api/v1/events".to_string(), body(json!({"lead_id": theirs, "events": [{"type": "page_view"}]}))),
+    ];
+    for (method, path, b) in &probes {
+        let r = app.call(method, path, tok, b.as_ref()).await;
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+    }
+    // Nor in lists or searches.
+    for q in ["", "q=79005550501", "q=8%20900%20555%2005%2001", "status=assigned", "sort=priority", "owner=none"] {
+        let page = app.call("GET", &format!("/api/v1/leads?{q}"), tok, None).await.json();
+        let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+        assert!(!ids.contains(&theirs.as_str()), "{q}: {ids:?}");
+    }
+    assert_eq!(app.call("GET", &format!("/api/v1/leads/{mine}"), tok, None).await.status, 200);
+    // Nothing changed on B's lead.
+    let l = app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json();
+    assert_eq!(l["status"], "assigned");
+    assert_eq!(l["name"], "Клиент");
+}
+
+#[tokio::test]
+async fn a_head_of_sales_sees_the_team_and_the_queue() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let north = app.store.create_team("Север").await.unwrap();
+    let south = app.store.create_team("Юг").await.unwrap();
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", Some(north.id), None).await;
+    let ours = person(&app, "ours@firm.ru", "manager", "junior", Some(north.id), None).await;
+    let other = person(&app, "other@firm.ru", "manager", "junior", Some(south.id), None).await;
+    let a = lead(&app, "+79005550600").await;
+    let b = lead(&app, "+79005550601").await;
+    let unassigned = lead(&app, "+79005550602").await;
+    app.call("POST", &format!("/api/v1/leads/{a}/assign"), &app.token, Some(&json!({"user_id": ours.id}))).await;
+    app.call("POST", &format!("/api/v1/leads/{b}/assign"), &app.token, Some(&json!({"user_id": other.id}))).await;
+    let page = app.call("GET", "/api/v1/leads", &head.token, None).await.json();
+    let ids: std::collections::HashSet<String> =
+        page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids, [a.clone(), unassigned.clone()].into_iter().collect());
+    assert_eq!(app.call("GET", &format!("/api/v1/leads/{b}"), &head.token, None).await.status, 404);
+    // The head may move the team's leads within the team, not to another team.
+    let r = app.call("POST", &format!("/api/v1/leads/{unassigned}/assign"), &head.token, Some(&json!({"user_id": ours.id}))).await;
+    assert_eq!(r.status, 200);
+    let r = app.call("POST", &format!("/api/v1/leads/{a}/assign"), &head.token, Some(&json!({"user_id": other.id}))).await;
+    assert_eq!(r.status, 422);
+    // Managers cannot reassign.
+    assert_eq!(app.call("POST", &format!("/api/v1/leads/{a}/assign"), &ours.token, Some(&json!({"user_id": ours.id}))).await.status, 403);
+}
+
+#[tokio::test]
+async fn the_state_machine_over_the_api() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let id = lead(&app, "+79005550700").await;
+    let path = format!("/api/v1/leads/{id}/status");
+    let post = |body: Value| {
+        let (app, path) = (&app, path.clone());
+        async move { app.call("POST", &path, &app.token, Some(&body)).await }
+    };
+    // Forbidden moves are 409 and change nothing.
+    for to in ["qualified", "converted"] {
+        let r = post(json!({"status": to})).await;
+        assert_eq!(r.status, 409, "{to}");
+        assert_eq!(r.json()["error"]["code"], "invalid_transition");
+    }
+    // Refused and junk need a reason from the list.
+    let r = post(json!({"status": "refused"})).await;
+    assert_eq!((r.status, r.json()["error"]["code"].clone()), (422, json!("reason_required")));
+    let r = post(json!({"status": "refused", "reason": "too_expensive_for_me"})).await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"]["fields"].get("reason").is_some());
+    assert_eq!(post(json!({"status": "in_progress"})).await.status, 200);
+    assert_eq!(post(json!({"status": "qualified"})).await.status, 200);
+    let r = post(json!({"status": "refused", "reason": "price", "comment": "дорого"})).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status_reason"], "price");
+    // A refused lead can only go back to nurturing; nothing is deleted.
+    assert_eq!(post(json!({"status": "in_progress"})).await.status, 409);
+    assert_eq!(post(json!({"status": "nurturing"})).await.status, 200);
+    let t = app.get(&format!("/api/v1/leads/{id}/timeline"), Some(&app.token)).await.json();
+    let moves: Vec<(String, String)> = t["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "status_changed")
+        .map(|i| (i["data"]["to"].as_str().unwrap().to_string(), i["actor"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(moves.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), vec!["nurturing", "refused", "qualified", "in_progress"]);
+    assert!(moves.iter().all(|m| m.1 == "token:test"));
+    // Reasons are editable.
+    let r = app
+        .call("PUT", "/api/v1/reasons/refused", &app.token, Some(&json!([{"code": "too_far", "name_en": "Too far", "name_ru": "Далеко"}])))
+        .await;
+    assert_eq!(r.status, 200);
+    let id2 = lead(&app, "+79005550701").await;
+    let r =
+        app.call("POST", &format!("/api/v1/leads/{id2}/status"), &app.token, Some(&json!({"status": "refused", "reason": "price"}))).await;
+    assert_eq!(r.status, 422, "price is no longer on the list");
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{id2}/status"), &app.token, Some(&json!({"status": "refused", "reason": "too_far"})))
+        .await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn postponing_creates_a_reminder_task_for_the_day() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let m = person(&app, "m@firm.ru", "manager", "junior", None, None).await;
+    let id = lead(&app, "+79005550800").await;
+    app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{id}/status"),
+            &m.token,
+            Some(&json!({"status": "postponed", "until": "2027-03-15T07:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{id}/status"),
+            &m.token,
+            Some(&json!({"status": "postponed", "until": "2020-01-01T00:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 409, "already postponed");
+    let tasks = app.call("GET", &format!("/api/v1/leads/{id}/tasks"), &m.token, None).await.json();
+    assert_eq!(tasks[0]["due_at"], "2027-03-15T07:00:00.000000Z");
+    assert_eq!(tasks[0]["assignee_id"], m.id.to_string());
+    assert!(app.call("GET", "/api/v1/tasks?overdue=true", &m.token, None).await.json().as_array().unwrap().is_empty());
+    clock.set(at("2027-03-15T07:00:01Z"));
+    let overdue = app.call("GET", "/api/v1/tasks?overdue=true", &m.token, None).await.json();
+    assert_eq!(overdue.as_array().unwrap().len(), 1);
+    assert_eq!(overdue[0]["overdue"], true);
+}
+
+#[tokio::test]
+async fn tasks_and_overdue_lists_for_managers_and_their_head() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let team = app.store.create_team("Продажи").await.unwrap();
+    let head = person(&app, "h@firm.ru", "head_of_sales", "senior", Some(team.id), None).await;
+    let m = person(&app, "m@firm.ru", "manager", "junior", Some(team.id), None).await;
+    let id = lead(&app, "+79005550900").await;
+    app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{id}/tasks"),
+            &m.token,
+            Some(&json!({"kind": "proposal", "title": "Отправить КП", "due_at": "2027-03-01T12:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let task = r.json();
+    assert_eq!(task["assignee_id"], m.id.to_string());
+    let bad = app.call("POST", &format!("/api/v1/leads/{id}/tasks"), &m.token, Some(&json!({"kind": "dance", "title": ""}))).await;
+    assert_eq!(bad.status, 422);
+    clock.advance(Duration::hours(6));
+    assert_eq!(app.call("GET", "/api/v1/tasks?overdue=true", &m.token, None).await.json().as_array().unwrap().len(), 1);
+    assert_eq!(app.call("GET", "/api/v1/tasks?assignee=all&overdue=true", &head.token, None).await.json().as_array().unwrap().len(), 1);
+    let done = app
+        .call("POST", &format!("/api/v1/tasks/{}/complete", task["id"].as_str().unwrap()), &m.token, Some(&json!({"result": "отправлено"})))
+        .await;
+    assert_eq!(done.json()["status"], "done");
+    assert_eq!(app.call("GET", "/api/v1/tasks?assignee=all&overdue=true", &head.token, None).await.json().as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn field_changes_are_audited_and_rescored() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let id = lead(&app, "+79005551000").await;
+    let r = app
+        .call(
+            "PATCH",
+            &format!("/api/v1/leads/{id}"),
+            &app.token,
+            Some(&json!({"company": "ООО Ромашка", "position": "CEO", "email": "ceo@romashka.ru"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let l = r.json();
+    // phone+e-mail 3, company 2, decision maker 3.
+    assert_eq!(l["score"], 8.0);
+    assert_eq!(l["grade"], "A");
+    let t = app.get(&format!("/api/v1/leads/{id}/timeline"), Some(&app.token)).await.json();
+    let changes: Vec<&Value> = t["items"].as_array().unwrap().iter().filter(|i| i["kind"] == "field_changed").collect();
+    assert_eq!(changes.len(), 3);
+    let company = changes.iter().find(|c| c["data"]["field"] == "company").unwrap();
+    assert_eq!(company["data"]["old"], Value::Null);
+    assert_eq!(company["data"]["new"], "ООО Ромашка");
+    assert_eq!(company["actor"], "token:test");
+    // The new e-mail now finds the lead; another lead's phone is refused.
+    assert_eq!(app.lead(json!({"email": "CEO@romashka.ru"})).await.json()["id"], id.as_str());
+    let other = lead(&app, "+79005551001").await;
+    let r = app.call("PATCH", &format!("/api/v1/leads/{other}"), &app.token, Some(&json!({"phone": "+79005551000"}))).await;
+    assert_eq!(r.status, 409);
+    assert_eq!(r.json()["error"]["code"], "contact_taken");
+    let r = app.call("PATCH", &format!("/api/v1/leads/{other}"), &app.token, Some(&json!({"status": "won", "phone": "12"}))).await;
+    assert_eq!(r.status, 422);
+}
+
+#[tokio::test]
+async fn the_card_shows_completeness_and_the_matching_script() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let scripts = json!([
+        {"name": "B2B звонок", "segment": "b2b", "channel": "call", "body": "Здравствуйте! Удобно говорить?"},
+        {"name": "Общий", "body": "Добрый день!"}
+    ]);
+    assert_eq!(app.call("PUT", "/api/v1/settings/scripts", &app.token, Some(&scripts)).await.status, 200);
+    let r = app.lead(json!({"phone": "+79005551100", "name": "Анна", "channel": "call", "fields": {"segment": "B2B"}})).await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let card = app.get(&format!("/api/v1/leads/{id}/card"), Some(&app.token)).await.json();
+    assert_eq!(card["script"]["name"], "B2B звонок");
+    assert_eq!(card["completeness"]["filled"], 2);
+    assert_eq!(card["completeness"]["of"], 5);
+    assert_eq!(card["completeness"]["normal"], false);
+    app.call("PATCH", &format!("/api/v1/leads/{id}"), &app.token, Some(&json!({"interest": "квартира"}))).await;
+    let card = app.get(&format!("/api/v1/leads/{id}/card"), Some(&app.token)).await.json();
+    assert_eq!(card["completeness"]["normal"], true);
+    let other = lead(&app, "+79005551101").await;
+    assert_eq!(app.get(&format!("/api/v1/leads/{other}/card"), Some(&app.token)).await.json()["script"]["name"], "Общий");
+    let bad = app.call("PUT", "/api/v1/settings/slas", &app.token, Some(&json!([{"channel": "call"}]))).await;
+    assert_eq!(bad.status, 422);
+}
+
+#[tokio::test]
+async fn conversion_checks_numbers_links_records_and_happens_once() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let id = lead(&app, "+79005551200").await;
+    let app = &app;
+    let convert =
+        |id: String, body: Value| async move { app.call("POST", &format!("/api/v1/leads/{id}/convert"), &app.token, Some(&body)).await };
+    for (field, company) in [
+        ("company.inn", json!({"name": "Ромашка", "inn": "7707083890"})),
+        ("company.ogrn", json!({"name": "Ромашка", "inn": "7707083893", "ogrn": "1027700132194"})),
+        ("company.kpp", json!({"name": "Ромашка", "inn": "7707083893", "kpp": "77360100"})),
+        ("company.okpo", json!({"name": "Ромашка", "okpo": "00032536"})),
+    ] {
+        let r = convert(id.clone(), json!({"company": company})).await;
+        assert_eq!(r.status, 422, "{field}");
+        assert!(r.json()["error"]["fields"].get(field).is_some(), "{field}: {}", r.text());
+    }
+    let body = json!({"contact": {"name": "Виктор Петров", "position": "CEO"},
+        "company": {"name": "ПАО Сбербанк", "inn": "7707083893", "kpp": "773601001", "ogrn": "1027700132195", "okpo": "00032537", "employees": 200, "industry": "банки"},
+        "deal": {"title": "Первый заказ", "amount": 150000}});
+    let r = convert(id.clone(), body.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let c = r.json();
+    assert!(c["company_id"].is_string() && c["deal_id"].is_string());
+    assert_eq!(c["contact_linked"], false);
+    let l = app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json();
+    assert_eq!(l["status"], "converted");
+    assert_eq!(l["contact_id"], c["contact_id"]);
+    let contact = app.get(&format!("/api/v1/contacts/{}", c["contact_id"].as_str().unwrap()), Some(&app.token)).await.json();
+    assert_eq!(contact["lead_ids"], json!([id]));
+    assert_eq!(contact["company"]["size"], "medium");
+    assert_eq!(contact["company"]["inn"], "7707083893");
+    // Twice: 409.
+    assert_eq!(convert(id.clone(), body.clone()).await.status, 409);
+    // Another lead of the same company links to it; the same person's phone links the contact.
+    let second = lead(app, "+79005551201").await;
+    let r = convert(second.clone(), json!({"contact": {"phone": "+79005551200"}, "company": {"inn": "7707083893"}})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["company_id"], c["company_id"]);
+    assert_eq!(r.json()["company_linked"], true);
+    assert_eq!(r.json()["contact_id"], c["contact_id"]);
+    assert_eq!(r.json()["contact_linked"], true);
+    // A new request from the client: a new lead linked to the contact, marked as returning.
+    let again = app.lead(json!({"phone": "8 900 555 12 00", "message": "ещё заказ"})).await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.json()["contact_id"], c["contact_id"]);
+    assert_eq!(again.json()["returning_of"], id.as_str());
+    let contact = app.get(&format!("/api/v1/contacts/{}", c["contact_id"].as_str().unwrap()), Some(&app.token)).await.json();
+    assert_eq!(contact["lead_ids"].as_array().unwrap().len(), 3);
+    let t = app.get(&format!("/api/v1/leads/{id}/timeline"), Some(&app.token)).await.json();
+    let converted = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "converted").unwrap();
+    assert!(converted["data"]["time_to_client_seconds"].is_number());
+}
+
+#[tokio::test]
+async fn users_are_managed_by_admins_and_checked() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            &app.token,
+            Some(&json!({"email": "new@firm.ru", "role": "pilot", "timezone": "Mars/Olympus", "hours": {"mon": [["9", "18:00"]]}})),
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let e = r.json();
+    let fields: Vec<&String> = e["error"]["fields"].as_object().unwrap().keys().collect();
+    assert_eq!(fields.len(), 3, "{fields:?}");
+    let r = app
+        .call(
+            "POST",
+            "/api/v1/users",
+            &app.token,
+            Some(&json!({"email": "new@firm.ru", "role": "manager", "password": "correct horse", "level": "senior", "capacity": 3})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let u = r.json();
+    assert!(u.get("password").is_none() && u.get("password_hash").is_none());
+    assert!(app.store.check_password("new@firm.ru", "correct horse").await.unwrap().is_some());
+    assert!(app.store.check_password("new@firm.ru", "wrong").await.unwrap().is_none());
+    let m = person(&app, "m@firm.ru", "manager", "junior", None, None).await;
+    assert_eq!(app.call("POST", "/api/v1/users", &m.token, Some(&json!({"email": "x@firm.ru", "role": "admin"}))).await.status, 403);
+    // A deactivated user's token stops working (the server's token cache forgets it within seconds).
+    let hash = voronka_store::hash_token(&m.token);
+    assert!(app.store.token_by_hash(&hash).await.unwrap().is_some());
+    app.store.update_user(m.id, &UserSpec { active: Some(false), ..Default::default() }).await.unwrap();
+    assert!(app.store.token_by_hash(&hash).await.unwrap().is_none());
+}

@@ -1,0 +1,72 @@
+//! The transactional outbox read back: background workers claim messages written in the
+//! same transactions as the changes that caused them, handle them, and mark them done. A
+//! claim is a lease in the database, so each message is handled by one process at a time.
+
+use crate::db::Db;
+use crate::ts::Ts;
+use crate::{Store, StoreError};
+use serde_json::Value;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    pub id: i64,
+    pub topic: String,
+    pub aggregate_id: Option<Uuid>,
+    pub payload: Value,
+    pub attempts: i32,
+}
+
+impl Store {
+    /// Claims up to `limit` pending messages for `lease`.
+    pub async fn claim_outbox(&self, worker: &str, limit: i64, lease: chrono::Duration) -> Result<Vec<OutboxItem>, StoreError> {
+        let now = self.now();
+        let until = Ts::from(now.0 + lease);
+        let rows: Vec<(i64, String, Option<Uuid>, Value, i32)> = match &self.db {
+            Db::Sqlite { write, .. } => {
+                sqlx::query_as(
+                    "UPDATE outbox SET locked_by = $1, locked_until = $2, attempts = attempts + 1 WHERE id IN \
+                     (SELECT id FROM outbox WHERE done_at IS NULL AND available_at <= $3 AND (locked_until IS NULL OR locked_until < $3) ORDER BY id LIMIT $4) \
+                     RETURNING id, topic, aggregate_id, payload, attempts",
+                )
+                .bind(worker).bind(until).bind(now).bind(limit)
+                .fetch_all(write).await?
+            }
+            Db::Pg(pool) => {
+                sqlx::query_as(
+                    "UPDATE outbox SET locked_by = $1, locked_until = $2, attempts = attempts + 1 WHERE id IN \
+                     (SELECT id FROM outbox WHERE done_at IS NULL AND available_at <= $3 AND (locked_until IS NULL OR locked_until < $3) ORDER BY id LIMIT $4 \
+                      FOR UPDATE SKIP LOCKED) \
+                     RETURNING id, topic, aggregate_id, payload, attempts",
+                )
+                .bind(worker).bind(until).bind(now).bind(limit)
+                .fetch_all(pool).await?
+            }
+        };
+        let mut items: Vec<OutboxItem> = rows
+            .into_iter()
+            .map(|(id, topic, aggregate_id, payload, attempts)| OutboxItem { id, topic, aggregate_id, payload, attempts })
+            .collect();
+        items.sort_by_key(|i| i.id);
+        Ok(items)
+    }
+
+    /// Marks handled messages done.
+    pub async fn finish_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let now = self.now();
+        for chunk in ids.chunks(500) {
+            let list = chunk.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+            let sql = format!("UPDATE outbox SET done_at = $1, locked_until = NULL WHERE id IN ({list})");
+            crate::db::with_write!(&self.db, p => { sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(p).await?; });
+        }
+        Ok(())
+    }
+
+    /// Puts a message back for a later try.
+    pub async fn retry_outbox(&self, id: i64, at: Ts, error: &str) -> Result<(), StoreError> {
+        crate::db::with_write!(&self.db, p => {
+            sqlx::query("UPDATE outbox SET available_at = $1, locked_until = NULL, last_error = $2 WHERE id = $3").bind(at).bind(error).bind(id).execute(p).await?;
+        });
+        Ok(())
+    }
+}
