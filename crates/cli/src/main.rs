@@ -73,9 +73,13 @@ struct ServeArgs {
     /// Public form submissions allowed per client IP per minute.
     #[arg(long, env = "VORONKA_FORM_RATE_PER_MINUTE", default_value_t = 20)]
     form_rate_per_minute: u32,
-    /// Read the client IP from X-Forwarded-For (only behind a trusted reverse proxy).
+    /// Read the client IP from X-Forwarded-For and the scheme from X-Forwarded-Proto (only
+    /// behind a trusted reverse proxy).
     #[arg(long, env = "VORONKA_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+    /// Mark the UI's session cookie Secure: the site is served over HTTPS.
+    #[arg(long, env = "VORONKA_SECURE_COOKIES")]
+    secure_cookies: bool,
     /// Database connections in the pool.
     #[arg(long, env = "VORONKA_DB_CONNECTIONS", default_value_t = 16)]
     db_connections: u32,
@@ -319,6 +323,8 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
         body_limit: args.body_limit,
         form_rate_per_minute: args.form_rate_per_minute,
         trust_forwarded_for: args.trust_forwarded_for,
+        secure_cookies: args.secure_cookies,
+        ..AppConfig::default()
     };
     let state = AppState::new(store.clone(), app_cfg);
     voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600));

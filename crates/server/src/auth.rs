@@ -18,6 +18,13 @@ pub struct TokenCache {
 }
 
 impl TokenCache {
+    /// Forgets every cached token (after a revocation in this process).
+    pub fn forget_all(&self) {
+        if let Ok(mut m) = self.map.write() {
+            m.clear();
+        }
+    }
+
     pub async fn authorize(&self, store: &Store, headers: &HeaderMap, scope: &'static str) -> Result<TokenInfo, ApiError> {
         self.authorize_any(store, headers, &[scope]).await
     }

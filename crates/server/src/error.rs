@@ -145,6 +145,17 @@ impl ApiError {
         }
     }
 
+    /// Each named field's problem in `lang`, for the error body and the UI.
+    pub fn field_messages(&self, lang: Lang) -> Vec<(String, String)> {
+        let pick = |en: &str, ru: &str| if lang == Lang::Ru { ru.to_string() } else { en.to_string() };
+        match self {
+            ApiError::ContactRequired(f) | ApiError::InvalidFields(f) => f.localized(lang).into_iter().collect(),
+            ApiError::Fields { fields, .. } => fields.iter().map(|(k, en, ru)| (k.clone(), pick(en, ru))).collect(),
+            ApiError::InvalidModel(m) => m.iter().map(|(k, v)| (k.clone(), v.get(lang).to_string())).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn fields(&self) -> Option<&FieldErrors> {
         match self {
             ApiError::ContactRequired(f) | ApiError::InvalidFields(f) => Some(f),
@@ -163,17 +174,9 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut err = json!({"code": self.code(), "message": self.message(lang)});
-        if let Some(f) = self.fields() {
-            err["fields"] = json!(f.localized(lang));
-        }
-        if let ApiError::Fields { fields, .. } = &self {
-            let f: serde_json::Map<String, serde_json::Value> =
-                fields.iter().map(|(k, en, ru)| (k.clone(), json!(if lang == Lang::Ru { ru } else { en }))).collect();
-            err["fields"] = serde_json::Value::Object(f);
-        }
-        if let ApiError::InvalidModel(m) = &self {
-            let fields: serde_json::Map<String, serde_json::Value> = m.iter().map(|(k, v)| (k.clone(), json!(v.get(lang)))).collect();
-            err["fields"] = serde_json::Value::Object(fields);
+        let fields = self.field_messages(lang);
+        if !fields.is_empty() || self.fields().is_some() {
+            err["fields"] = serde_json::Value::Object(fields.into_iter().map(|(k, v)| (k, json!(v))).collect());
         }
         let mut resp = (status, axum::Json(json!({ "error": err }))).into_response();
         match self {

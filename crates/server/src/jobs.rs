@@ -25,6 +25,11 @@ pub async fn run_upkeep_once(state: &AppState) {
         Ok(n) => tracing::info!(removed = n, "forgot expired idempotency keys"),
         Err(e) => tracing::warn!(error = %e, "idempotency key upkeep failed"),
     }
+    match state.store.purge_sessions().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(removed = n, "removed expired sessions and old failed logins"),
+        Err(e) => tracing::warn!(error = %e, "session upkeep failed"),
+    }
 }
 
 /// Refreshes stored scores every `every` (decay, the priority window, leads scored with an

@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod openapi;
 pub mod ops;
 pub mod public;
+pub mod ui;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -31,13 +32,25 @@ pub struct AppConfig {
     pub body_limit: usize,
     /// Public form submissions allowed per client IP per minute (and as a burst).
     pub form_rate_per_minute: u32,
-    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    /// Take the client IP from `X-Forwarded-For` and the scheme from `X-Forwarded-Proto`
+    /// (only behind a trusted proxy).
     pub trust_forwarded_for: bool,
+    /// Always mark the session cookie `Secure` (the site is served over HTTPS).
+    pub secure_cookies: bool,
+    /// Largest body of a UI form (settings editors take more than API calls).
+    pub ui_body_limit: usize,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        AppConfig { region: PhoneRegion::default(), body_limit: 64 * 1024, form_rate_per_minute: 20, trust_forwarded_for: false }
+        AppConfig {
+            region: PhoneRegion::default(),
+            body_limit: 64 * 1024,
+            form_rate_per_minute: 20,
+            trust_forwarded_for: false,
+            secure_cookies: false,
+            ui_body_limit: 1024 * 1024,
+        }
     }
 }
 
@@ -72,6 +85,7 @@ pub fn router(state: AppState) -> Router {
         .merge(api::routes())
         .merge(public::routes())
         .merge(ops::routes())
+        .merge(ui::routes(&state).layer(DefaultBodyLimit::max(state.cfg.ui_body_limit)))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -97,6 +97,17 @@ struct TokenRow {
     team_id: Option<Uuid>,
 }
 
+/// A token as the settings page lists it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenListed {
+    pub id: Uuid,
+    pub name: String,
+    pub scopes: String,
+    pub user_name: Option<String>,
+    pub created_at: Ts,
+    pub revoked_at: Option<Ts>,
+}
+
 #[derive(sqlx::FromRow)]
 struct SiteRow {
     id: Uuid,
@@ -116,6 +127,17 @@ struct FormRow {
     campaign: Option<String>,
     honeypot_field: String,
     field_map: Value,
+}
+
+impl From<SiteRow> for Site {
+    fn from(r: SiteRow) -> Site {
+        Site {
+            id: r.id,
+            site_key: r.site_key,
+            name: r.name,
+            origins: r.origins.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default(),
+        }
+    }
 }
 
 impl From<FormRow> for Form {
@@ -180,6 +202,36 @@ impl Store {
         }))
     }
 
+    /// Every token, newest first, for the settings page (never the token itself).
+    pub async fn list_tokens(&self) -> Result<Vec<TokenListed>, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT t.id, t.name, t.scopes, u.name AS user_name, t.created_at, t.revoked_at FROM api_tokens t \
+                 LEFT JOIN users u ON u.id = t.user_id ORDER BY t.created_at DESC, t.id DESC",
+            )
+            .fetch_all(p).await?
+        }))
+    }
+
+    /// Every site, by name.
+    pub async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        let rows: Vec<SiteRow> = with_read!(&self.db, p => {
+            sqlx::query_as("SELECT id, site_key, name, origins FROM sites ORDER BY name, id").fetch_all(p).await?
+        });
+        Ok(rows.into_iter().map(Site::from).collect())
+    }
+
+    /// Every form, by name.
+    pub async fn forms(&self) -> Result<Vec<Form>, StoreError> {
+        let rows: Vec<FormRow> = with_read!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT id, form_key, name, site_id, thank_you_url, channel, campaign, honeypot_field, field_map FROM forms ORDER BY name, id",
+            )
+            .fetch_all(p).await?
+        });
+        Ok(rows.into_iter().map(Form::from).collect())
+    }
+
     pub async fn revoke_token(&self, id: Uuid) -> Result<(), StoreError> {
         let now = self.now();
         let n = with_write!(&self.db, p => {
@@ -208,12 +260,7 @@ impl Store {
         let row: Option<SiteRow> = with_read!(&self.db, p => {
             sqlx::query_as("SELECT id, site_key, name, origins FROM sites WHERE site_key = $1").bind(key).fetch_optional(p).await?
         });
-        Ok(row.map(|r| Site {
-            id: r.id,
-            site_key: r.site_key,
-            name: r.name,
-            origins: r.origins.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect()).unwrap_or_default(),
-        }))
+        Ok(row.map(Site::from))
     }
 
     pub async fn create_form(&self, spec: &FormSpec) -> Result<Form, StoreError> {

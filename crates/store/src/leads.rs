@@ -220,6 +220,8 @@ pub struct LeadFilter {
     /// `Some(None)` asks for leads without an owner.
     pub owner: Option<Option<Uuid>>,
     pub channel: Vec<String>,
+    /// hot, warm or cold, as of the last stored score (refreshed as time passes).
+    pub temperature: Vec<String>,
     pub campaign: Option<String>,
     /// Already turned into what the search column holds (see `voronka_domain::lead::search_needle`).
     pub q: Option<String>,
@@ -383,6 +385,14 @@ impl Store {
             }
             if let Some(c) = &f.campaign {
                 qb.push(" AND l.campaign = ").push_bind(c.as_str());
+            }
+            if !f.temperature.is_empty() {
+                qb.push(" AND COALESCE(s.temperature, 'cold') IN (");
+                let mut sep = qb.separated(", ");
+                for t in &f.temperature {
+                    sep.push_bind(t.as_str());
+                }
+                qb.push(")");
             }
             if let Some(l) = &like {
                 qb.push(" AND l.search LIKE ").push_bind(l.as_str()).push(" ESCAPE '\\'");

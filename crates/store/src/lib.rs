@@ -2,6 +2,7 @@
 //! migrations, the intake writer (group commit) and the read models.
 
 mod admin;
+pub mod analytics;
 pub mod convert;
 mod db;
 pub mod intake;
@@ -12,6 +13,7 @@ pub mod rescore;
 pub mod routing;
 pub mod scoring;
 pub mod seed;
+pub mod sessions;
 pub mod ts;
 pub mod users;
 pub mod workflow;
@@ -20,7 +22,7 @@ use anyhow::Result;
 use std::sync::Arc;
 use voronka_domain::Clock;
 
-pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, hash_token, random_key};
+pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, TokenListed, hash_token, random_key};
 pub use db::{Backend, PoolOptions, redact};
 pub use intake::{EventsCommand, EventsReply, TrackedEvent};
 pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};

@@ -170,6 +170,12 @@ impl UserSpec {
     }
 }
 
+/// A hash of a password nobody has, to verify against when the user is unknown.
+fn dummy_hash() -> &'static str {
+    static H: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    H.get_or_init(|| hash_password("voronka-no-such-user").unwrap_or_default())
+}
+
 pub fn hash_password(password: &str) -> Result<String, StoreError> {
     use argon2::password_hash::PasswordHasher;
     argon2::Argon2::default()
@@ -185,7 +191,7 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
 }
 
 #[derive(sqlx::FromRow)]
-struct UserRow {
+pub(crate) struct UserRow {
     id: Uuid,
     email: String,
     name: String,
@@ -233,7 +239,7 @@ impl From<UserRow> for User {
     }
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, team_id, level, industries, regions, segments, capacity, timezone, hours, days_off, \
+pub(crate) const USER_COLUMNS: &str = "id, email, name, role, team_id, level, industries, regions, segments, capacity, timezone, hours, days_off, \
     vacations, active, lang, last_assigned_at";
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -342,6 +348,10 @@ impl Store {
             .map_err(|e| if e.as_database_error().is_some_and(|d| d.is_unique_violation()) { StoreError::Invalid("a user with this e-mail exists".into()) }
                 else if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) { StoreError::Invalid("no such team".into()) } else { e.into() })?;
         });
+        if hash.is_some() {
+            // A new password ends every session that the old one opened.
+            self.delete_user_sessions(id).await?;
+        }
         self.user(id).await?.ok_or(StoreError::NotFound)
     }
 
@@ -376,7 +386,12 @@ impl Store {
                 .unwrap_or(false);
                 if ok { self.user(id).await } else { Ok(None) }
             }
-            _ => Ok(None),
+            _ => {
+                // Spend the same time as for a real user, so the answer does not tell
+                // which e-mails have accounts.
+                let _ = tokio::task::spawn_blocking(|| verify_password("x", dummy_hash())).await;
+                Ok(None)
+            }
         }
     }
 

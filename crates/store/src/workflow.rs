@@ -103,6 +103,9 @@ pub struct Task {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub done_at: Option<Ts>,
     pub overdue: bool,
+    /// The lead's name, in task lists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead_name: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -118,6 +121,8 @@ struct TaskRow {
     created_by: Option<String>,
     created_at: Ts,
     done_at: Option<Ts>,
+    #[sqlx(default)]
+    lead_name: Option<String>,
 }
 
 pub const TASK_KINDS: &[&str] = &["call", "email", "meeting", "proposal", "other"];
@@ -453,7 +458,7 @@ impl Store {
             sqlx::query("INSERT INTO events (lead_id, kind, at, actor, data, created_at) VALUES ($1, $2, $3, $4, $5, $3)")
                 .bind(id).bind(kind).bind(now).bind(actor).bind(data).execute(&mut *tx).await?;
             if touch {
-                sqlx::query("UPDATE leads SET first_touch_at = COALESCE(first_touch_at, $1), sla_due_at = NULL, updated_at = $1 WHERE id = $2")
+                sqlx::query("UPDATE leads SET first_touch_at = COALESCE(first_touch_at, $1), updated_at = $1 WHERE id = $2")
                     .bind(now).bind(id).execute(&mut *tx).await?;
                 let moved = sqlx::query("UPDATE leads SET status = 'in_progress' WHERE id = $1 AND status = 'assigned'").bind(id).execute(&mut *tx).await?.rows_affected();
                 if moved == 1 {
@@ -526,8 +531,8 @@ impl Store {
     pub async fn tasks(&self, access: &Access, assignee: Option<Uuid>, overdue_only: bool) -> Result<Vec<Task>, StoreError> {
         let now = self.now();
         let mut sql = format!(
-            "SELECT t.id, t.lead_id, t.kind, t.title, t.due_at, t.assignee_id, t.status, t.result, t.created_by, t.created_at, t.done_at \
-             FROM tasks t JOIN leads l ON l.id = t.lead_id WHERE t.status = 'open' AND {}",
+            "SELECT t.id, t.lead_id, t.kind, t.title, t.due_at, t.assignee_id, t.status, t.result, t.created_by, t.created_at, t.done_at, \
+             l.name AS lead_name FROM tasks t JOIN leads l ON l.id = t.lead_id WHERE t.status = 'open' AND {}",
             self.access_sql(access)
         );
         if let Some(a) = assignee {
@@ -637,6 +642,7 @@ fn task_of(r: TaskRow, now: Ts) -> Task {
         created_at: r.created_at,
         done_at: r.done_at,
         overdue,
+        lead_name: r.lead_name,
     }
 }
 

@@ -273,3 +273,97 @@ impl TestApp {
         while voronka_server::jobs::dispatch_once(&self.state, "test").await.expect("dispatch") > 0 {}
     }
 }
+
+/// A logged-in browser of the web UI: its session cookie and the CSRF token of its pages.
+#[derive(Debug, Clone)]
+pub struct UiSession {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// The value of `name` among the response's `Set-Cookie` headers.
+pub fn set_cookie_value(r: &Resp, name: &str) -> Option<String> {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|rest| rest.split(';').next().unwrap_or("").to_string()))
+}
+
+/// The content of `<meta name="csrf-token">` in a page.
+pub fn csrf_of(html: &str) -> Option<String> {
+    let at = html.find("name=\"csrf-token\" content=\"")? + "name=\"csrf-token\" content=\"".len();
+    Some(html[at..].split('"').next()?.to_string())
+}
+
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    serde_urlencoded::to_string(fields).expect("form")
+}
+
+impl TestApp {
+    /// Creates an active user with a password; returns the user.
+    pub async fn user(&self, email: &str, role: &str, password: &str) -> voronka_store::users::User {
+        let spec = voronka_store::users::UserSpec {
+            email: Some(email.into()),
+            name: Some(email.split('@').next().unwrap_or(email).into()),
+            role: Some(role.into()),
+            password: Some(password.into()),
+            lang: Some("en".into()),
+            ..Default::default()
+        };
+        self.store.create_user(&spec).await.expect("user")
+    }
+
+    /// Logs in through the login form, as a browser does.
+    pub async fn ui_login(&self, email: &str, password: &str) -> UiSession {
+        self.try_ui_login(email, password).await.unwrap_or_else(|r| panic!("login failed: {} {}", r.status, r.text()))
+    }
+
+    pub async fn try_ui_login(&self, email: &str, password: &str) -> Result<UiSession, Resp> {
+        let page = self.get("/login", None).await;
+        let login_csrf = set_cookie_value(&page, "vk_login_csrf").expect("login csrf cookie");
+        let body = form_body(&[("_csrf", &login_csrf), ("email", email), ("password", password), ("next", "")]);
+        let r = send(
+            self.addr,
+            self.req("POST", "/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", format!("vk_login_csrf={login_csrf}"))
+                .body(Full::new(Bytes::from(body)))
+                .expect("request"),
+        )
+        .await;
+        let Some(cookie) = set_cookie_value(&r, "vk_session").filter(|c| !c.is_empty()) else { return Err(r) };
+        let mut s = UiSession { cookie, csrf: String::new() };
+        let inbox = self.ui_get(&s, "/inbox").await;
+        assert_eq!(inbox.status, 200, "{}", inbox.text());
+        s.csrf = csrf_of(&inbox.text()).expect("csrf meta");
+        Ok(s)
+    }
+
+    pub async fn ui_get(&self, s: &UiSession, path: &str) -> Resp {
+        send(
+            self.addr,
+            self.req("GET", path).header("cookie", format!("vk_session={}", s.cookie)).body(Full::new(Bytes::new())).expect("request"),
+        )
+        .await
+    }
+
+    /// Posts a form with the session's CSRF token.
+    pub async fn ui_post(&self, s: &UiSession, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let mut all: Vec<(&str, &str)> = vec![("_csrf", &s.csrf)];
+        all.extend_from_slice(fields);
+        self.ui_post_raw(s, path, &form_body(&all), &[]).await
+    }
+
+    /// Posts a raw urlencoded body with extra headers (for CSRF tests).
+    pub async fn ui_post_raw(&self, s: &UiSession, path: &str, body: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut r = self
+            .req("POST", path)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("vk_session={}", s.cookie));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        send(self.addr, r.body(Full::new(Bytes::from(body.to_string()))).expect("request")).await
+    }
+}

@@ -144,6 +144,7 @@ const BAD_UUID: Text = Text::new("must be a UUID or \"none\"", "нужен UUID 
 const BAD_NUMBER: Text = Text::new("must be a number", "должно быть числом");
 const BAD_DATE: Text = Text::new("must be a date (2027-03-01) or RFC 3339 time", "нужна дата (2027-03-01) или время в RFC 3339");
 const BAD_SORT: Text = Text::new("use created, created_asc, score or priority", "допустимо created, created_asc, score или priority");
+const BAD_TEMPERATURE: Text = Text::new("use hot, warm or cold", "допустимо hot, warm или cold");
 const BAD_LIMIT: Text = Text::new("must be a whole number from 1 to 500", "нужно целое число от 1 до 500");
 const BAD_CURSOR: Text = Text::new("not a cursor from this list", "курсор не от этого списка");
 const UNKNOWN_PARAM: Text = Text::new("unknown parameter", "неизвестный параметр");
@@ -155,7 +156,7 @@ fn parse_time(s: &str) -> Option<Ts> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|d| Ts::from(d.and_utc()))
 }
 
-fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) -> Result<LeadFilter, ApiError> {
+pub fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) -> Result<LeadFilter, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|_| ApiError::invalid("query", BAD_CURSOR))?;
     let mut f = LeadFilter { limit: 50, ..Default::default() };
     let mut errors = FieldErrors::new();
@@ -188,6 +189,15 @@ fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) -> R
             }
             "channel" => f.channel.extend(v.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty())),
             "campaign" => f.campaign = Some(v.to_string()),
+            "temperature" => {
+                for t in v.split(',').map(str::trim) {
+                    if ["hot", "warm", "cold"].contains(&t) {
+                        f.temperature.push(t.to_string());
+                    } else {
+                        errors.add("temperature", BAD_TEMPERATURE);
+                    }
+                }
+            }
             "q" => f.q = Some(search_needle(v, region)).filter(|n| !n.is_empty()),
             "min_score" => match v.parse::<f64>() {
                 Ok(n) if n.is_finite() => f.min_score = Some(n),
@@ -226,6 +236,7 @@ fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) -> R
         ("owner" = Option<String>, Query, description = "Owner's user id, or `none`"),
         ("channel" = Option<String>, Query, description = "One or more channels, comma-separated"),
         ("campaign" = Option<String>, Query),
+        ("temperature" = Option<String>, Query, description = "hot, warm or cold; several comma-separated"),
         ("q" = Option<String>, Query, description = "Search over name, company, e-mail and phone (a phone in any format)"),
         ("min_score" = Option<f64>, Query),
         ("created_from" = Option<String>, Query, description = "Date or RFC 3339 time, inclusive"),

@@ -33,7 +33,7 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: Result<Bytes, Byte
     })
 }
 
-fn check(spec: &UserSpec, create: bool) -> Result<(), ApiError> {
+pub fn check(spec: &UserSpec, create: bool) -> Result<(), ApiError> {
     let problems = spec.check(create);
     if problems.is_empty() {
         Ok(())

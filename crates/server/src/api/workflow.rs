@@ -52,12 +52,36 @@ pub async fn patch(
 #[serde(deny_unknown_fields)]
 pub struct ActivitySpec {
     /// call, email, meeting, proposal, chat or note.
-    kind: String,
+    pub kind: String,
     /// For calls: in or out.
-    direction: Option<String>,
-    duration_seconds: Option<u32>,
-    result: Option<String>,
-    text: Option<String>,
+    pub direction: Option<String>,
+    pub duration_seconds: Option<u32>,
+    pub result: Option<String>,
+    pub text: Option<String>,
+}
+
+impl ActivitySpec {
+    /// The activity's timeline data, once its fields are checked.
+    pub fn data(&self) -> Result<Value, ApiError> {
+        if self.direction.as_deref().is_some_and(|d| d != "in" && d != "out") {
+            return Err(ApiError::field("direction", "use in or out", "допустимо in или out"));
+        }
+        if self.text.as_ref().is_some_and(|x| x.chars().count() > 10_000) {
+            return Err(ApiError::field(
+                "text",
+                "too long (at most 10,000 characters)",
+                "слишком длинный текст (не более 10 000 символов)",
+            ));
+        }
+        if self.result.as_ref().is_some_and(|x| x.chars().count() > 1000) {
+            return Err(ApiError::field(
+                "result",
+                "too long (at most 1,000 characters)",
+                "слишком длинный результат (не более 1000 символов)",
+            ));
+        }
+        Ok(json!({"direction": self.direction, "duration_seconds": self.duration_seconds, "result": self.result, "text": self.text}))
+    }
 }
 
 #[utoipa::path(post, path = "/api/v1/leads/{id}/activities", tag = "workflow", request_body = ActivitySpec, params(("id" = Uuid, Path)),
@@ -71,13 +95,7 @@ pub async fn activity(
     let t = st.tokens.authorize(&st.store, &headers, "leads:write").await?;
     let id = uuid_path(&id)?;
     let a: ActivitySpec = json_body(body)?;
-    if a.direction.as_deref().is_some_and(|d| d != "in" && d != "out") {
-        return Err(ApiError::field("direction", "use in or out", "допустимо in или out"));
-    }
-    if a.text.as_ref().is_some_and(|x| x.chars().count() > 10_000) || a.result.as_ref().is_some_and(|x| x.chars().count() > 1000) {
-        return Err(ApiError::field("text", "too long", "слишком длинный текст"));
-    }
-    let data = json!({"direction": a.direction, "duration_seconds": a.duration_seconds, "result": a.result, "text": a.text});
+    let data = a.data()?;
     let lead = st.store.log_activity(id, &a.kind, &data, &t.actor(), t.user.as_ref().map(|u| u.id), &t.access()).await?;
     Ok((StatusCode::CREATED, axum::Json(lead)))
 }
@@ -240,9 +258,9 @@ pub async fn card(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
 }
 
 /// The settings the workflow runs on, by name.
-const SETTINGS: &[&str] = &["assignment_rules", "slas", "calendar", "completeness", "scripts"];
+pub const SETTINGS: &[&str] = &["assignment_rules", "slas", "calendar", "completeness", "scripts"];
 
-fn check_setting(key: &str, v: &Value) -> Result<(), ApiError> {
+pub fn check_setting(key: &str, v: &Value) -> Result<(), ApiError> {
     let bad = |e: String| ApiError::Fields {
         code: "invalid_setting",
         fields: vec![(key.to_string(), e.clone(), format!("ошибка в настройке: {e}"))],

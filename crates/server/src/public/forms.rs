@@ -42,7 +42,7 @@ impl Limiter {
 /// Fields of the request that steer the answer, not the lead.
 const CONTROL_FIELDS: &[&str] = &["_format", "_lang"];
 
-fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded: bool) -> IpAddr {
+pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, trust_forwarded: bool) -> IpAddr {
     if trust_forwarded
         && let Some(ip) = headers
             .get("x-forwarded-for")

@@ -15,7 +15,10 @@ pub fn routes() -> Router<AppState> {
     // The explicit OPTIONS route lets the CORS layer answer preflights (the app-wide
     // method-not-allowed fallback would otherwise answer them first).
     Router::new()
-        .route("/f/{form_key}", post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT }))
+        .route(
+            "/f/{form_key}",
+            post(forms::submit).options(|| async { axum::http::StatusCode::NO_CONTENT }).get(crate::ui::hosted_form::page),
+        )
         .layer(cors)
         .route("/t.js", axum::routing::get(tracker::script))
 }

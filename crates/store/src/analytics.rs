@@ -1,0 +1,88 @@
+//! Read models for the dashboard and the kanban: leads per day by channel, the funnel by
+//! state, first touch within the SLA. Every query honours the viewer's access.
+
+use crate::db::with_read;
+use crate::ts::Ts;
+use crate::users::Access;
+use crate::{Store, StoreError};
+use serde::Serialize;
+
+/// Leads created on one local day through one channel.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DayCount {
+    /// Days since 1970-01-01 in the viewer's time zone.
+    pub day: i64,
+    pub channel: String,
+    pub count: i64,
+}
+
+/// First touch against the deadline for leads assigned in a period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct SlaShare {
+    /// Leads whose deadline has passed or who were touched.
+    pub measured: i64,
+    /// Of those, touched by the deadline and never escalated.
+    pub within: i64,
+    /// Escalations in the period.
+    pub escalated: i64,
+}
+
+impl SlaShare {
+    pub fn percent(&self) -> Option<f64> {
+        (self.measured > 0).then(|| (self.within as f64 * 1000.0 / self.measured as f64).round() / 10.0)
+    }
+}
+
+impl Store {
+    /// Leads created in `[from, to)` per local day and channel; `offset_s` is the viewer's
+    /// UTC offset in seconds.
+    pub async fn leads_per_day(&self, access: &Access, from: Ts, to: Ts, offset_s: i64) -> Result<Vec<DayCount>, StoreError> {
+        let acc = self.access_sql(access);
+        let day = match self.backend() {
+            crate::Backend::Sqlite => "((l.created_at / 1000000 + $3) / 86400)",
+            crate::Backend::Postgres => "CAST(floor((extract(epoch from l.created_at) + $3) / 86400) AS BIGINT)",
+        };
+        let sql = format!(
+            "SELECT {day} AS day, l.channel, COUNT(*) FROM leads l WHERE l.created_at >= $1 AND l.created_at < $2 AND {acc} \
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        );
+        let rows: Vec<(i64, String, i64)> = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(offset_s).fetch_all(p).await?
+        });
+        Ok(rows.into_iter().map(|(day, channel, count)| DayCount { day, channel, count }).collect())
+    }
+
+    /// Leads created in `[from, to)` by their current state.
+    pub async fn funnel(&self, access: &Access, from: Ts, to: Ts) -> Result<Vec<(String, i64)>, StoreError> {
+        let acc = self.access_sql(access);
+        let sql = format!("SELECT l.status, COUNT(*) FROM leads l WHERE l.created_at >= $1 AND l.created_at < $2 AND {acc} GROUP BY 1");
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).fetch_all(p).await?
+        }))
+    }
+
+    /// Every lead the viewer may see, by current state (the kanban's column counts).
+    pub async fn status_counts(&self, access: &Access) -> Result<Vec<(String, i64)>, StoreError> {
+        let acc = self.access_sql(access);
+        let sql = format!("SELECT l.status, COUNT(*) FROM leads l WHERE {acc} GROUP BY 1");
+        Ok(with_read!(&self.db, p => { sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await? }))
+    }
+
+    /// First touch against the deadline, for leads assigned in `[from, to)`.
+    pub async fn sla_share(&self, access: &Access, from: Ts, to: Ts) -> Result<SlaShare, StoreError> {
+        let acc = self.access_sql(access);
+        let now = self.now();
+        let sql = format!(
+            "SELECT \
+               CAST(COALESCE(SUM(CASE WHEN l.first_touch_at IS NOT NULL OR e.n > 0 OR l.sla_due_at <= $3 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(CASE WHEN l.first_touch_at IS NOT NULL AND l.first_touch_at <= l.sla_due_at AND COALESCE(e.n, 0) = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
+               CAST(COALESCE(SUM(COALESCE(e.n, 0)), 0) AS BIGINT) \
+             FROM leads l LEFT JOIN (SELECT lead_id, COUNT(*) AS n FROM escalations WHERE at >= $1 GROUP BY lead_id) e ON e.lead_id = l.id \
+             WHERE l.assigned_at >= $1 AND l.assigned_at < $2 AND l.sla_due_at IS NOT NULL AND {acc}"
+        );
+        let (measured, within, escalated): (i64, i64, i64) = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(now).fetch_one(p).await?
+        });
+        Ok(SlaShare { measured, within, escalated })
+    }
+}
