@@ -131,19 +131,23 @@
         });
       }).catch(function (e) { flash(String(e), true); });
     }
+    // A press becomes a drag once the pointer moves a few pixels; a plain click still
+    // opens the card's link.
     board.addEventListener("pointerdown", function (e) {
       var card = e.target.closest(".kcard");
-      if (!card || e.button !== 0 || e.target.closest("a")) return;
-      e.preventDefault();
-      var ghost = card.cloneNode(true);
-      ghost.classList.add("kghost");
-      document.body.appendChild(ghost);
-      drag = { card: card, from: card.closest(".kcol"), ghost: ghost, over: null };
-      card.classList.add("dragging");
-      ghost.style.left = e.clientX + 8 + "px"; ghost.style.top = e.clientY + 8 + "px";
+      if (!card || e.button !== 0) return;
+      drag = { card: card, from: card.closest(".kcol"), x: e.clientX, y: e.clientY, ghost: null, over: null };
     });
     document.addEventListener("pointermove", function (e) {
       if (!drag) return;
+      if (!drag.ghost) {
+        if (Math.abs(e.clientX - drag.x) + Math.abs(e.clientY - drag.y) < 6) return;
+        drag.ghost = drag.card.cloneNode(true);
+        drag.ghost.classList.add("kghost");
+        document.body.appendChild(drag.ghost);
+        drag.card.classList.add("dragging");
+      }
+      e.preventDefault();
       drag.ghost.style.left = e.clientX + 8 + "px"; drag.ghost.style.top = e.clientY + 8 + "px";
       var col = columnAt(e.clientX, e.clientY);
       if (drag.over && drag.over !== col) drag.over.classList.remove("drop");
@@ -153,8 +157,13 @@
     document.addEventListener("pointerup", function (e) {
       if (!drag) return;
       var d = drag; drag = null;
+      if (!d.ghost) return;
       d.ghost.remove(); d.card.classList.remove("dragging");
       if (d.over) d.over.classList.remove("drop");
+      // The click that ends a drag does not follow the link.
+      var swallow = function (ev) { ev.preventDefault(); ev.stopPropagation(); };
+      document.addEventListener("click", swallow, true);
+      setTimeout(function () { document.removeEventListener("click", swallow, true); }, 0);
       var to = columnAt(e.clientX, e.clientY);
       if (to && to !== d.from) drop(d.card, d.from, to);
     });

@@ -735,7 +735,10 @@ async fn settings_editors_check_like_the_api_and_save() {
     );
     let html = app.ui_get(&s, "/settings/sources").await.text();
     let form = app.store.forms().await.unwrap().remove(0);
-    assert!(html.contains(&format!("/f/{}", form.form_key)) && html.contains(&format!("data-site=&#34;{}&#34;", site.site_key)), "{html}");
+    assert!(
+        html.contains(&format!("/f/{}", form.form_key)) && html.contains(&format!("data-site-key=&#34;{}&#34;", site.site_key)),
+        "{html}"
+    );
 }
 
 #[tokio::test]

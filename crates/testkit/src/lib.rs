@@ -2,6 +2,8 @@
 //! `VORONKA_TEST_BACKEND` (`sqlite`, the default, or `postgres`), an app on port 0, and a
 //! small HTTP client.
 
+pub mod browser;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;

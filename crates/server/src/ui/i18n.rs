@@ -250,6 +250,7 @@ pub const TEXTS: &[(&str, &str, &str)] = &[
         "Drag a card to another column to change the lead's state.",
         "Перетащите карточку в другую колонку, чтобы сменить статус лида.",
     ),
+    ("kanban.moved", "Moved", "Перемещено"),
     ("kanban.reason_needed", "A reason is needed", "Нужна причина"),
     // dashboard
     ("dash.week", "7 days", "7 дней"),

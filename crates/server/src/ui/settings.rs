@@ -127,7 +127,7 @@ async fn sources_page(st: &AppState, v: &Viewer, headers: &HeaderMap, c: Chrome,
         .into_iter()
         .map(|s| SiteView {
             origins: s.origins.join(", "),
-            embed: format!("<script src=\"{base}/t.js\" data-site=\"{}\" async></script>", s.site_key),
+            embed: format!("<script src=\"{base}/t.js\" data-site-key=\"{}\" async></script>", s.site_key),
             site: s,
         })
         .collect();
