@@ -26,8 +26,29 @@ pub enum BenchCommand {
     Events(EventsArgs),
     /// Full re-scoring after model changes, on a generated dataset.
     Rescore(RescoreArgs),
+    /// Server time of the web UI pages (inbox, lead card, kanban, dashboard) on a large database.
+    Ui(UiArgs),
     /// Writes a generated dataset (leads, events, scores) into a database.
     Seed(SeedArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct UiArgs {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    #[arg(long, env = "VORONKA_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Leads in the database.
+    #[arg(long, default_value_t = 100_000)]
+    leads: u64,
+    #[arg(long, default_value_t = 10)]
+    events_per_lead: u32,
+    /// Managers owning the leads that are past `new` and `nurturing`.
+    #[arg(long, default_value_t = 20)]
+    managers: u32,
+    /// Requests per page, one at a time (latency, not throughput).
+    #[arg(long, default_value_t = 300)]
+    requests: u64,
 }
 
 #[derive(Args, Clone)]
@@ -111,9 +132,11 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Intake(a) => intake(a).await,
         BenchCommand::Events(a) => events(a).await,
         BenchCommand::Rescore(a) => rescore(a).await,
+        BenchCommand::Ui(a) => ui(a).await,
         BenchCommand::Seed(a) => {
             let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
-            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: a.visitors };
+            let spec =
+                SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: a.visitors, ..Default::default() };
             let r = seed(&store, &spec).await?;
             store.close().await;
             println!("seeded {} leads and {} events in {:.1} s", r.leads, r.events, r.millis as f64 / 1000.0);
@@ -153,7 +176,7 @@ async fn rescore(a: RescoreArgs) -> Result<()> {
         let db = BenchDb::create(which, &a.pg_url).await?;
         let r = async {
             let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
-            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: false };
+            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: false, ..Default::default() };
             let s = seed(&store, &spec).await?;
             println!(
                 "[{name}] dataset: {} leads, {} behaviour events (+{} lead_created) written in {:.1} s",
@@ -199,6 +222,179 @@ async fn rescore(a: RescoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// Sends `requests` GETs one after another (after a short warm-up) and returns their latencies.
+fn pages(addr: SocketAddr, requests: u64, make: MakeReq) -> Result<Stats> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut stats = Stats { ok: 0, errors: 0, secs: 0.0, lat_us: Vec::with_capacity(requests as usize) };
+        let warmup = (requests / 10).max(3);
+        let start = Instant::now();
+        for n in 0..warmup + requests {
+            let req = make(n);
+            let t = Instant::now();
+            sender.ready().await?;
+            let resp = sender.send_request(req).await?;
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await?.to_bytes();
+            if n < warmup {
+                continue;
+            }
+            if status == 200 && !body.is_empty() {
+                stats.ok += 1;
+                stats.lat_us.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            } else {
+                stats.errors += 1;
+            }
+        }
+        stats.secs = start.elapsed().as_secs_f64();
+        stats.lat_us.sort_unstable();
+        anyhow::Ok(stats)
+    })
+}
+
+/// Ids of the first 100 leads of `GET /api/v1/leads?{query}`.
+async fn lead_ids(addr: SocketAddr, token: &str, query: &str) -> Result<Vec<String>> {
+    let stream = TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let req = Request::get(format!("/api/v1/leads?limit=100&{query}"))
+        .header("host", addr.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))?;
+    let resp = sender.send_request(req).await?;
+    let body = resp.into_body().collect().await?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).context("lead list")?;
+    Ok(v["items"].as_array().into_iter().flatten().filter_map(|l| l["id"].as_str().map(str::to_string)).collect())
+}
+
+/// Surnames searched for in the inbox, URL-encoded: Смирнова, Кузнецов, Smith, "иван".
+const NAMES_TYPED: &[&str] = &[
+    "%D0%A1%D0%BC%D0%B8%D1%80%D0%BD%D0%BE%D0%B2%D0%B0",
+    "%D0%9A%D1%83%D0%B7%D0%BD%D0%B5%D1%86%D0%BE%D0%B2",
+    "Smith",
+    "%D0%B8%D0%B2%D0%B0%D0%BD",
+];
+
+async fn ui(a: UiArgs) -> Result<()> {
+    println!(
+        "voronka bench ui: {} leads (about {} events each), {} managers, {} sequential requests per page",
+        a.leads, a.events_per_lead, a.managers, a.requests
+    );
+    for which in backends(a.backend) {
+        let name = backend_name(which);
+        let db = BenchDb::create(which, &a.pg_url).await?;
+        let r = async {
+            let (admin_cookie, manager_cookie, admin_token, manager_token) = {
+                let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
+                let user = |email: String, role: &str| voronka_store::users::UserSpec {
+                    email: Some(email),
+                    name: Some("Bench".into()),
+                    role: Some(role.into()),
+                    ..Default::default()
+                };
+                let admin = store.create_user(&user("admin@bench.local".into(), "admin")).await?;
+                let mut owners = Vec::new();
+                for m in 0..a.managers.max(1) {
+                    owners.push(store.create_user(&user(format!("m{m}@bench.local"), "manager")).await?.id);
+                }
+                let spec =
+                    SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: 42, owners: owners.clone(), ..Default::default() };
+                let s = seed(&store, &spec).await?;
+                println!("[{name}] dataset: {} leads, {} events, written in {:.1} s", s.leads, s.events, s.millis as f64 / 1000.0);
+                let admin_cookie = format!("vk_session={}", store.create_session(admin.id).await?);
+                let manager_cookie = format!("vk_session={}", store.create_session(owners[0]).await?);
+                let (_, admin_token) = store.create_user_token(admin.id, "bench", &["leads:read".to_string()]).await?;
+                let (_, manager_token) = store.create_user_token(owners[0], "bench", &["leads:read".to_string()]).await?;
+                store.close().await;
+                (admin_cookie, manager_cookie, admin_token, manager_token)
+            };
+            let server = Server::start(&db.url, &[]).await?;
+            let addr = server.addr;
+            let host = addr.to_string();
+            // Leads to open: the first pages of several lists, so cards of every kind are measured.
+            let mut ids: Vec<String> = Vec::new();
+            for query in
+                ["sort=priority", "sort=created", "status=in_progress", "status=refused", "status=converted", "status=new&sort=score"]
+            {
+                ids.extend(lead_ids(addr, &admin_token, query).await?);
+            }
+            let mine = Arc::new(lead_ids(addr, &manager_token, "limit=100").await?);
+            if ids.is_empty() || mine.is_empty() {
+                bail!("the lead lists returned no leads");
+            }
+            let ids = Arc::new(ids);
+            // Phones of seeded leads, typed the way people type them: 8 (9XX) XXX-XX-XX.
+            let leads = a.leads.max(1);
+            let phone = move |n: u64| {
+                let i = n.wrapping_mul(2_654_435_761) % leads;
+                let d = format!("9{:09}", (i.wrapping_mul(7_919).wrapping_add(42)) % 1_000_000_000);
+                format!("8+({})+{}-{}-{}", &d[0..3], &d[3..6], &d[6..8], &d[8..10])
+            };
+            type Path = Arc<dyn Fn(u64) -> String + Send + Sync>;
+            let cases: Vec<(&str, bool, Path)> = vec![
+                ("inbox, all, by priority", true, Arc::new(|_| "/inbox".to_string())),
+                ("inbox, filtered", true, Arc::new(|_| "/inbox?status=in_progress&channel=web_form&temperature=warm".to_string())),
+                ("inbox, unsorted", true, Arc::new(|_| "/inbox?tab=unsorted".to_string())),
+                ("inbox, search by phone", true, Arc::new(move |n| format!("/inbox?q={}", phone(n)))),
+                ("inbox, search by name", true, Arc::new(|n| format!("/inbox?q={}", NAMES_TYPED[n as usize % NAMES_TYPED.len()]))),
+                ("inbox, new-leads poll", true, Arc::new(|_| "/inbox/rows".to_string())),
+                ("inbox, manager's own", false, Arc::new(|_| "/inbox?tab=mine".to_string())),
+                ("lead card", true, {
+                    let ids = ids.clone();
+                    Arc::new(move |n| format!("/leads/{}", ids[(n as usize * 7) % ids.len()]))
+                }),
+                ("lead card, manager's", false, Arc::new(move |n| format!("/leads/{}", mine[(n as usize * 7) % mine.len()]))),
+                ("kanban", true, Arc::new(|_| "/kanban".to_string())),
+                ("dashboard, quarter", true, Arc::new(|_| "/dashboard?days=90".to_string())),
+            ];
+            let mut worst = 0.0f64;
+            for (what, as_admin, path) in cases {
+                let cookie = if as_admin { admin_cookie.clone() } else { manager_cookie.clone() };
+                let h = host.clone();
+                let make: MakeReq = Arc::new(move |n| {
+                    Request::get(path(n))
+                        .header("host", h.as_str())
+                        .header("cookie", cookie.as_str())
+                        .body(Full::new(Bytes::new()))
+                        .expect("static request")
+                });
+                let requests = if what.starts_with("dashboard") || what == "kanban" { (a.requests / 5).max(20) } else { a.requests };
+                let stats = tokio::task::spawn_blocking(move || pages(addr, requests, make)).await??;
+                println!(
+                    "[{name}] {what:<26} p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} ok, {} errors)",
+                    stats.pct(0.50),
+                    stats.pct(0.95),
+                    stats.pct(0.99),
+                    stats.pct(1.0),
+                    stats.ok,
+                    stats.errors
+                );
+                if what.starts_with("inbox") || what.starts_with("lead card") {
+                    worst = worst.max(stats.pct(0.95));
+                }
+                if stats.errors > 0 {
+                    bail!("{what}: {} requests failed", stats.errors);
+                }
+            }
+            let rss = server.peak_rss_mib();
+            server.stop().await?;
+            println!(
+                "[{name}] worst inbox/card p95 {worst:.2} ms (target ≤ 100 ms); server peak RSS {}",
+                rss.map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into())
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        db.remove().await;
+        r?;
+    }
+    Ok(())
+}
+
 async fn events(a: EventsArgs) -> Result<()> {
     println!(
         "voronka bench events: {} connections, batches of {}, {} s, {} leads with visitors",
@@ -210,7 +406,7 @@ async fn events(a: EventsArgs) -> Result<()> {
         let r = async {
             let site_key = {
                 let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
-                seed(&store, &SeedSpec { leads: a.leads, events_per_lead: 5, seed: 7, visitors: true }).await?;
+                seed(&store, &SeedSpec { leads: a.leads, events_per_lead: 5, seed: 7, visitors: true, ..Default::default() }).await?;
                 let site = store.create_site("bench", &[]).await?;
                 store.close().await;
                 site.site_key

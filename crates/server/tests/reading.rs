@@ -143,3 +143,71 @@ async fn the_timeline_pages_newest_first() {
     assert_eq!(item["actor"], "token:test");
     assert!(item["at"].as_str().unwrap().ends_with('Z'));
 }
+
+/// Priority and score lists take a bounded walk of the score index on SQLite and fall back
+/// to sorting the filters' matches; every page, for common and rare filters alike, must be
+/// exactly the unbounded order.
+#[tokio::test]
+async fn priority_lists_page_the_same_whatever_the_plan() {
+    use std::sync::Arc;
+    use voronka_domain::SystemClock;
+    use voronka_store::seed::SeedSpec;
+    use voronka_store::users::{Access, UserSpec};
+    use voronka_store::{LeadFilter, LeadSort, Store, StoreConfig};
+
+    let db = TestDb::new().await;
+    let wide =
+        Store::open(&StoreConfig { list_walk_rows: i64::MAX / 2, ..StoreConfig::new(&db.url) }, Arc::new(SystemClock)).await.unwrap();
+    let mut owners = Vec::new();
+    for i in 0..3 {
+        let spec = UserSpec { email: Some(format!("m{i}@example.com")), role: Some("manager".into()), ..Default::default() };
+        owners.push(wide.create_user(&spec).await.unwrap().id);
+    }
+    wide.seed(&SeedSpec { leads: 1_500, events_per_lead: 3, seed: 9, owners: owners.clone(), ..Default::default() }, |_| {}).await.unwrap();
+    let narrow = Store::open(&StoreConfig { list_walk_rows: 40, ..StoreConfig::new(&db.url) }, Arc::new(SystemClock)).await.unwrap();
+
+    async fn all(store: &Store, f: &LeadFilter) -> Vec<uuid::Uuid> {
+        let mut f = f.clone();
+        let mut out = Vec::new();
+        loop {
+            let page = store.leads(&f).await.unwrap();
+            out.extend(page.items.iter().map(|l| l.id));
+            match page.next_cursor {
+                Some(c) => f.cursor = Some(voronka_store::Cursor::decode(&c).unwrap()),
+                None => return out,
+            }
+        }
+    }
+    let st = |s: &[LeadStatus]| s.to_vec();
+    let filters = [
+        LeadFilter { ..Default::default() },
+        LeadFilter { status: st(&[LeadStatus::New, LeadStatus::Nurturing]), owner: Some(None), ..Default::default() },
+        LeadFilter { status: st(&[LeadStatus::InProgress]), channel: vec!["web_form".into()], ..Default::default() },
+        LeadFilter {
+            status: st(&[LeadStatus::Postponed]),
+            channel: vec!["chat".into()],
+            temperature: vec!["cold".into()],
+            ..Default::default()
+        },
+        LeadFilter { temperature: vec!["warm".into(), "hot".into()], ..Default::default() },
+        LeadFilter { owner: Some(Some(owners[1])), ..Default::default() },
+        LeadFilter { access: Access::Own(owners[2]), ..Default::default() },
+    ];
+    for (i, base) in filters.iter().enumerate() {
+        for sort in [LeadSort::Priority, LeadSort::Score] {
+            for limit in [7, 50] {
+                let f = LeadFilter { sort, limit, ..base.clone() };
+                let expected = all(&wide, &f).await;
+                let got = all(&narrow, &f).await;
+                assert_eq!(got.len(), expected.len(), "filter {i} {sort:?} limit {limit}: as many leads");
+                assert_eq!(got, expected, "filter {i} {sort:?} limit {limit}: the same order");
+                assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len(), "no lead twice");
+                if i == 0 {
+                    assert_eq!(got.len(), 1_500, "every lead is listed");
+                }
+            }
+        }
+    }
+    narrow.close().await;
+    wide.close().await;
+}

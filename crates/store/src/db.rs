@@ -65,6 +65,12 @@ pub(crate) enum Db {
     Pg(PgPool),
 }
 
+impl Db {
+    pub(crate) fn is_sqlite(&self) -> bool {
+        matches!(self, Db::Sqlite { .. })
+    }
+}
+
 /// Runs `$body` with `$p` bound to the pool that serves reads on either backend; the body
 /// is compiled once per backend, so one SQL text with `$1` placeholders serves both.
 macro_rules! with_read {

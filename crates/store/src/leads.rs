@@ -225,12 +225,30 @@ pub struct LeadFilter {
     pub campaign: Option<String>,
     /// Already turned into what the search column holds (see `voronka_domain::lead::search_needle`).
     pub q: Option<String>,
+    /// The search typed was a whole phone number or e-mail address (normalised): matched
+    /// exactly, through an index, instead of `q`.
+    pub q_contact: Option<ExactContact>,
     pub min_score: Option<f64>,
     pub created_from: Option<Ts>,
     pub created_to: Option<Ts>,
     pub sort: LeadSort,
     pub limit: u32,
     pub cursor: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExactContact {
+    /// E.164.
+    Phone(String),
+    Email(String),
+}
+
+/// How a lead list is read (see `Store::leads`).
+enum Plan {
+    /// From the score index down, stopping at `bound` (inclusive) when given.
+    Walk { bound: Option<(f64, Uuid)> },
+    /// The filters' matches, sorted.
+    FilterFirst,
 }
 
 /// Where the previous page ended: the sort value and id of its last lead.
@@ -307,6 +325,79 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// Appends the list filters of `$f` to a query over `leads l` joined with `lead_scores s`.
+/// `$plus` is `"+"` to keep SQLite off the leads indexes (see `Store::leads`), else `""`.
+/// A macro, as the query builder's database type differs per backend.
+macro_rules! push_lead_filters {
+    ($qb:ident, $f:expr, $like:expr, $plus:expr) => {{
+        let (f, plus) = ($f, $plus);
+        if !f.status.is_empty() {
+            $qb.push(format!(" AND {plus}l.status IN ("));
+            let mut sep = $qb.separated(", ");
+            for s in &f.status {
+                sep.push_bind(s.as_str());
+            }
+            $qb.push(")");
+        }
+        match f.owner {
+            Some(Some(o)) => {
+                $qb.push(format!(" AND {plus}l.owner_id = ")).push_bind(o);
+            }
+            Some(None) => {
+                $qb.push(format!(" AND {plus}l.owner_id IS NULL"));
+            }
+            None => {}
+        }
+        if !f.channel.is_empty() {
+            $qb.push(format!(" AND {plus}l.channel IN ("));
+            let mut sep = $qb.separated(", ");
+            for c in &f.channel {
+                sep.push_bind(c.as_str());
+            }
+            $qb.push(")");
+        }
+        if let Some(c) = &f.campaign {
+            $qb.push(format!(" AND {plus}l.campaign = ")).push_bind(c.as_str());
+        }
+        if !f.temperature.is_empty() {
+            // A lead without a score row counts as cold; without `cold` in the list the plain
+            // column gives the planner its statistics.
+            if f.temperature.iter().any(|t| t == "cold") {
+                $qb.push(" AND COALESCE(s.temperature, 'cold') IN (");
+            } else {
+                $qb.push(" AND s.temperature IN (");
+            }
+            let mut sep = $qb.separated(", ");
+            for t in &f.temperature {
+                sep.push_bind(t.as_str());
+            }
+            $qb.push(")");
+        }
+        match &f.q_contact {
+            Some(ExactContact::Phone(p)) => {
+                $qb.push(" AND l.phone = ").push_bind(p.as_str());
+            }
+            Some(ExactContact::Email(e)) => {
+                $qb.push(" AND l.email = ").push_bind(e.as_str());
+            }
+            None => {
+                if let Some(l) = $like {
+                    $qb.push(" AND l.search LIKE ").push_bind(l).push(" ESCAPE '\\'");
+                }
+            }
+        }
+        if let Some(m) = f.min_score {
+            $qb.push(" AND COALESCE(s.score, 0) >= ").push_bind(m);
+        }
+        if let Some(t) = f.created_from {
+            $qb.push(format!(" AND {plus}l.created_at >= ")).push_bind(t);
+        }
+        if let Some(t) = f.created_to {
+            $qb.push(format!(" AND {plus}l.created_at < ")).push_bind(t);
+        }
+    }};
+}
+
 impl Store {
     /// A stored row as the API shows it, scored now with the model its ledger was made with.
     pub(crate) async fn lead_of(&self, row: LeadRow) -> Result<Lead, StoreError> {
@@ -352,88 +443,22 @@ impl Store {
     pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
         let limit = f.limit.clamp(1, 500) as i64;
         let like = f.q.as_deref().map(escape_like);
-        let access = self.access_sql(&f.access);
-        let sort_col = match f.sort {
-            LeadSort::Score => "COALESCE(s.score, 0)",
-            LeadSort::Priority => "COALESCE(s.priority, 0)",
-            _ => "0.0",
+        // Score and priority lists without a text search walk the score index: a page costs
+        // about the rows it skips. PostgreSQL's planner weighs that against the filters'
+        // indexes with its statistics. SQLite has none, so it is told: `+` keeps it off the
+        // leads indexes, and the walk is bounded to `list_walk_rows` index entries; when fewer rows
+        // than a page match within them, the filters are rare and the matches are read
+        // through the filters' indexes and sorted instead.
+        let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
+        let rows = if !by_score || like.is_some() || f.q_contact.is_some() {
+            self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
+        } else if !self.db.is_sqlite() {
+            self.lead_rows(f, None, limit, Plan::Walk { bound: None }).await?
+        } else {
+            let bound = self.walk_bound(f).await?;
+            let rows = self.lead_rows(f, None, limit, Plan::Walk { bound }).await?;
+            if rows.len() as i64 > limit || bound.is_none() { rows } else { self.lead_rows(f, None, limit, Plan::FilterFirst).await? }
         };
-        let rows: Vec<SortedRow> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {LEAD_FROM} WHERE {access}"
-            ));
-            if !f.status.is_empty() {
-                qb.push(" AND l.status IN (");
-                let mut sep = qb.separated(", ");
-                for s in &f.status {
-                    sep.push_bind(s.as_str());
-                }
-                qb.push(")");
-            }
-            match f.owner {
-                Some(Some(o)) => { qb.push(" AND l.owner_id = ").push_bind(o); }
-                Some(None) => { qb.push(" AND l.owner_id IS NULL"); }
-                None => {}
-            }
-            if !f.channel.is_empty() {
-                qb.push(" AND l.channel IN (");
-                let mut sep = qb.separated(", ");
-                for c in &f.channel {
-                    sep.push_bind(c.as_str());
-                }
-                qb.push(")");
-            }
-            if let Some(c) = &f.campaign {
-                qb.push(" AND l.campaign = ").push_bind(c.as_str());
-            }
-            if !f.temperature.is_empty() {
-                qb.push(" AND COALESCE(s.temperature, 'cold') IN (");
-                let mut sep = qb.separated(", ");
-                for t in &f.temperature {
-                    sep.push_bind(t.as_str());
-                }
-                qb.push(")");
-            }
-            if let Some(l) = &like {
-                qb.push(" AND l.search LIKE ").push_bind(l.as_str()).push(" ESCAPE '\\'");
-            }
-            if let Some(m) = f.min_score {
-                qb.push(" AND COALESCE(s.score, 0) >= ").push_bind(m);
-            }
-            if let Some(t) = f.created_from {
-                qb.push(" AND l.created_at >= ").push_bind(t);
-            }
-            if let Some(t) = f.created_to {
-                qb.push(" AND l.created_at < ").push_bind(t);
-            }
-            let (col, desc) = match f.sort {
-                LeadSort::Created => ("", true),
-                LeadSort::CreatedAsc => ("", false),
-                LeadSort::Score => ("COALESCE(s.score, 0)", true),
-                LeadSort::Priority => ("COALESCE(s.priority, 0)", true),
-            };
-            if let Some(c) = &f.cursor {
-                let at = Ts::from_micros(c.created_us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH));
-                let op = if desc { "<" } else { ">" };
-                if col.is_empty() {
-                    qb.push(format!(" AND (l.created_at {op} ")).push_bind(at)
-                        .push(" OR (l.created_at = ").push_bind(at).push(format!(" AND l.id {op} ")).push_bind(c.id).push("))");
-                } else {
-                    qb.push(format!(" AND ({col} {op} ")).push_bind(c.value)
-                        .push(format!(" OR ({col} = ")).push_bind(c.value)
-                        .push(format!(" AND (l.created_at {op} ")).push_bind(at)
-                        .push(" OR (l.created_at = ").push_bind(at).push(format!(" AND l.id {op} ")).push_bind(c.id).push("))))");
-                }
-            }
-            let dir = if desc { "DESC" } else { "ASC" };
-            if col.is_empty() {
-                qb.push(format!(" ORDER BY l.created_at {dir}, l.id {dir}"));
-            } else {
-                qb.push(format!(" ORDER BY {col} {dir}, l.created_at {dir}, l.id {dir}"));
-            }
-            qb.push(" LIMIT ").push_bind(limit + 1);
-            qb.build_query_as::<SortedRow>().fetch_all(p).await?
-        });
         let more = rows.len() as i64 > limit;
         let mut sort_values = Vec::with_capacity(rows.len());
         let mut items: Vec<Lead> = Vec::with_capacity(rows.len());
@@ -450,6 +475,73 @@ impl Store {
             None
         };
         Ok(LeadPage { items, next_cursor })
+    }
+
+    /// The score-index entry `list_walk_rows` entries after the cursor (None when fewer are left).
+    async fn walk_bound(&self, f: &LeadFilter) -> Result<Option<(f64, Uuid)>, StoreError> {
+        let field = if f.sort == LeadSort::Score { "score" } else { "priority" };
+        let row: Option<(f64, Uuid)> = with_read!(&self.db, p => {
+            let mut qb = QueryBuilder::new(format!("SELECT CAST({field} AS DOUBLE PRECISION), lead_id FROM lead_scores WHERE TRUE"));
+            if let Some(c) = &f.cursor {
+                qb.push(format!(" AND {field} <= ")).push_bind(c.value)
+                    .push(format!(" AND ({field} < ")).push_bind(c.value).push(" OR lead_id < ").push_bind(c.id).push(")");
+            }
+            qb.push(format!(" ORDER BY {field} DESC, lead_id DESC LIMIT 1 OFFSET ")).push_bind(self.list_walk_rows - 1);
+            qb.build_query_as::<(f64, Uuid)>().fetch_optional(p).await?
+        });
+        Ok(row)
+    }
+
+    /// Up to `limit + 1` rows of the list, read by `plan`.
+    async fn lead_rows(&self, f: &LeadFilter, like: Option<&str>, limit: i64, plan: Plan) -> Result<Vec<SortedRow>, StoreError> {
+        let access = self.access_sql(&f.access);
+        let field = if f.sort == LeadSort::Score { "score" } else { "priority" };
+        let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
+        let sqlite = self.db.is_sqlite();
+        let (sort_col, from, tie, plus) = match (&plan, by_score) {
+            (Plan::Walk { .. }, _) => {
+                (format!("s.{field}"), "lead_scores s JOIN leads l ON l.id = s.lead_id", "s.lead_id", if sqlite { "+" } else { "" })
+            }
+            (Plan::FilterFirst, true) => (format!("COALESCE(s.{field}, 0)"), LEAD_FROM, "l.id", ""),
+            (Plan::FilterFirst, false) => ("0.0".to_string(), LEAD_FROM, "l.id", ""),
+        };
+        let rows: Vec<SortedRow> = with_read!(&self.db, p => {
+            let mut qb = QueryBuilder::new(format!(
+                "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {from} WHERE {access}"
+            ));
+            push_lead_filters!(qb, f, like, plus);
+            if let Plan::Walk { bound: Some((v, id)) } = &plan {
+                // The plain `>=` lets the index range stop there; the rest makes it exact.
+                qb.push(format!(" AND {sort_col} >= ")).push_bind(*v)
+                    .push(format!(" AND ({sort_col} > ")).push_bind(*v).push(format!(" OR {tie} >= ")).push_bind(*id).push(")");
+            }
+            let (col, desc) = match f.sort {
+                LeadSort::Created => ("", true),
+                LeadSort::CreatedAsc => ("", false),
+                LeadSort::Score | LeadSort::Priority => (sort_col.as_str(), true),
+            };
+            if let Some(c) = &f.cursor {
+                let at = Ts::from_micros(c.created_us).unwrap_or(Ts(chrono::DateTime::UNIX_EPOCH));
+                let op = if desc { "<" } else { ">" };
+                // `col <= v` (or `>=`) lets an index range start there; the rest makes it exact.
+                if col.is_empty() {
+                    qb.push(format!(" AND l.created_at {op}= ")).push_bind(at)
+                        .push(format!(" AND (l.created_at {op} ")).push_bind(at).push(format!(" OR l.id {op} ")).push_bind(c.id).push(")");
+                } else {
+                    qb.push(format!(" AND {col} {op}= ")).push_bind(c.value)
+                        .push(format!(" AND ({col} {op} ")).push_bind(c.value).push(format!(" OR {tie} {op} ")).push_bind(c.id).push(")");
+                }
+            }
+            let dir = if desc { "DESC" } else { "ASC" };
+            if col.is_empty() {
+                qb.push(format!(" ORDER BY l.created_at {dir}, l.id {dir}"));
+            } else {
+                qb.push(format!(" ORDER BY {col} {dir}, {tie} {dir}"));
+            }
+            qb.push(" LIMIT ").push_bind(limit + 1);
+            qb.build_query_as::<SortedRow>().fetch_all(p).await?
+        });
+        Ok(rows)
     }
 
     /// The lead's timeline, newest first; `before` is the cursor of the previous page.

@@ -26,7 +26,7 @@ pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, TokenListed, h
 pub use db::{Backend, PoolOptions, redact};
 pub use intake::{EventsCommand, EventsReply, TrackedEvent};
 pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply};
-pub use leads::{Cursor, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
+pub use leads::{Cursor, ExactContact, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
 pub use rescore::RescoreReport;
 pub use ts::Ts;
 
@@ -48,11 +48,14 @@ pub struct StoreConfig {
     pub pool: PoolOptions,
     /// Intake writer tasks; SQLite has one writer whatever is asked.
     pub writers: usize,
+    /// Score-index entries a priority or score list walks on SQLite before it reads the
+    /// filters' matches and sorts them instead (see `Store::leads`).
+    pub list_walk_rows: i64,
 }
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreConfig { url: url.into(), pool: PoolOptions::default(), writers: 4 }
+        StoreConfig { url: url.into(), pool: PoolOptions::default(), writers: 4, list_walk_rows: 10_000 }
     }
 }
 
@@ -65,6 +68,7 @@ pub struct Store {
     pub(crate) models: Arc<scoring::ModelCache>,
     /// The SQLite file, for the passes that read it directly.
     pub(crate) sqlite_path: Option<std::path::PathBuf>,
+    pub(crate) list_walk_rows: i64,
 }
 
 impl Store {
@@ -76,7 +80,7 @@ impl Store {
         let models = Arc::new(scoring::ModelCache::default());
         let intake = intake::start(&db, &cfg.url, clock.clone(), cfg.writers, models.clone()).await?;
         let sqlite_path = db::sqlite_path(&cfg.url)?;
-        let store = Store { db, intake, clock, models, sqlite_path };
+        let store = Store { db, intake, clock, models, sqlite_path, list_walk_rows: cfg.list_walk_rows.max(1) };
         store.refresh_model().await?;
         store.seed_reasons().await?;
         Ok(store)

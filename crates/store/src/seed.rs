@@ -18,7 +18,7 @@ use std::time::Instant;
 use uuid::Uuid;
 use voronka_domain::scoring::{Micros, Model, Profile, ScoredEvent, encode_inputs, encode_ledger};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SeedSpec {
     pub leads: u64,
     /// Average behaviour events per lead (each lead has 0 to twice this).
@@ -27,6 +27,8 @@ pub struct SeedSpec {
     pub seed: u64,
     /// Give each lead a visitor id `v{index}` (for tracker benchmarks).
     pub visitors: bool,
+    /// Users who own the leads past the `new` / `nurturing` states, in turn.
+    pub owners: Vec<Uuid>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -189,6 +191,7 @@ pub(crate) struct Row {
     pub campaign: String,
     pub utm_source: Option<&'static str>,
     pub status: &'static str,
+    pub owner: Option<Uuid>,
     pub visitor_id: Option<String>,
     pub search: String,
     pub created: Micros,
@@ -255,6 +258,8 @@ impl Generator {
         let utm_source =
             matches!(channel, "web_form" | "callback" | "chat").then(|| pick(&mut rng, &["yandex", "google", "vk", "telegram"]));
         let status = weighted(&mut rng, STATUSES);
+        let owner = (!self.spec.owners.is_empty() && !matches!(status, "new" | "nurturing"))
+            .then(|| self.spec.owners[(i % self.spec.owners.len() as u64) as usize]);
         let visitor_id = self.spec.visitors.then(|| format!("v{i}"));
         let n = if self.spec.events_per_lead == 0 { 0 } else { rng.random_range(0..=2 * self.spec.events_per_lead) };
         let mut events: Vec<(Micros, u32)> = (0..n)
@@ -308,6 +313,7 @@ impl Generator {
             campaign,
             utm_source,
             status,
+            owner,
             visitor_id,
             search,
             created,
@@ -410,7 +416,8 @@ fn sqlite_write(path: &std::path::Path, rows: &[Row], g: &Generator, version: i6
     {
         let mut lead = tx.prepare_cached(
             "INSERT INTO leads (id, name, phone, email, company, position, city, channel, campaign, utm_source, visitor_id, fields, status, \
-             search, created_at, updated_at, last_request_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '{}', ?12, ?13, ?14, ?14, ?14)",
+             search, created_at, updated_at, last_request_at, owner_id, assigned_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '{}', ?12, ?13, ?14, ?14, ?14, ?15, CASE WHEN ?15 IS NULL THEN NULL ELSE ?14 END)",
         )?;
         let mut ident = tx.prepare_cached("INSERT OR IGNORE INTO identities (ident, kind, lead_id, created_at) VALUES (?1, ?2, ?3, ?4)")?;
         let mut score = tx.prepare_cached(
@@ -436,7 +443,8 @@ fn sqlite_write(path: &std::path::Path, rows: &[Row], g: &Generator, version: i6
                 r.visitor_id,
                 r.status,
                 r.search,
-                r.created
+                r.created,
+                r.owner
             ])?;
             ident.execute(rusqlite::params![format!("phone:{}", r.phone), "phone", r.id, r.created])?;
             if let Some(e) = &r.email {
@@ -528,7 +536,13 @@ async fn pg_write(pool: &sqlx::PgPool, rows: &[Row], g: &Generator, version: i64
             leads.push('\t');
             copy_text(&mut leads, c);
         }
-        let _ = writeln!(leads, "\t{{}}\t{created}\t{created}\t{created}");
+        let _ = write!(leads, "\t{{}}\t{created}\t{created}\t{created}");
+        match r.owner {
+            Some(o) => {
+                let _ = writeln!(leads, "\t{o}\t{created}");
+            }
+            None => leads.push_str("\t\\N\t\\N\n"),
+        }
         for (ident, kind) in [(Some(format!("phone:{}", r.phone)), "phone"), (r.email.as_ref().map(|e| format!("email:{e}")), "email")] {
             if let Some(ident) = ident
                 && seen.insert(ident.clone(), ()).is_none()
@@ -560,7 +574,7 @@ async fn pg_write(pool: &sqlx::PgPool, rows: &[Row], g: &Generator, version: i64
     }
     copy(
         pool,
-        "COPY leads (id, name, phone, email, company, position, city, channel, campaign, utm_source, visitor_id, status, search, fields, created_at, updated_at, last_request_at) FROM STDIN",
+        "COPY leads (id, name, phone, email, company, position, city, channel, campaign, utm_source, visitor_id, status, search, fields, created_at, updated_at, last_request_at, owner_id, assigned_at) FROM STDIN",
         leads,
     )
     .await?;

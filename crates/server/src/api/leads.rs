@@ -15,7 +15,9 @@ use uuid::Uuid;
 use voronka_domain::errors::{FieldErrors, Text};
 use voronka_domain::lead::{IntakeDefaults, search_needle};
 use voronka_domain::{LeadInput, LeadStatus};
-use voronka_store::{Cursor, IdempotencyKey, IntakeCommand, IntakeOutcome, Lead, LeadFilter, LeadPage, LeadSort, TimelinePage, Ts};
+use voronka_store::{
+    Cursor, ExactContact, IdempotencyKey, IntakeCommand, IntakeOutcome, Lead, LeadFilter, LeadPage, LeadSort, TimelinePage, Ts,
+};
 
 const BAD_KEY: Text = Text::new("use 1 to 255 visible ASCII characters", "допустимо от 1 до 255 видимых ASCII-символов");
 
@@ -198,7 +200,14 @@ pub fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) 
                     }
                 }
             }
-            "q" => f.q = Some(search_needle(v, region)).filter(|n| !n.is_empty()),
+            "q" => {
+                f.q = Some(search_needle(v, region)).filter(|n| !n.is_empty());
+                f.q_contact = match (voronka_domain::Phone::parse(v, region), voronka_domain::Email::parse(v)) {
+                    (Some(p), _) => Some(ExactContact::Phone(p.as_str().to_string())),
+                    (None, Some(e)) => Some(ExactContact::Email(e.as_str().to_string())),
+                    _ => None,
+                };
+            }
             "min_score" => match v.parse::<f64>() {
                 Ok(n) if n.is_finite() => f.min_score = Some(n),
                 _ => errors.add("min_score", BAD_NUMBER),

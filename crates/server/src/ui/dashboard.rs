@@ -56,7 +56,7 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
     }
     let labels: Vec<String> = (first_day..=today).map(|d| fmt::day(d, v.lang)).collect();
     let mut channels: Vec<(String, i64)> = by_channel.iter().map(|(ch, v)| (t.channel(ch), v.iter().sum())).collect();
-    channels.sort_by(|a, b| b.1.cmp(&a.1));
+    channels.sort_by_key(|c| std::cmp::Reverse(c.1));
     let total = channels.iter().map(|(_, n)| n).sum();
     let datasets: Vec<_> = by_channel.iter().map(|(ch, data)| json!({"label": t.channel(ch), "data": data})).collect();
     let by_channel_chart = json!({

@@ -137,7 +137,7 @@ impl Chrome {
     }
     /// Shows a flash message named by a known key (`?done=KEY`); unknown keys show nothing.
     pub fn with_flash(mut self, key: Option<&str>) -> Chrome {
-        self.flash = key.and_then(|k| i18n::flash_key(k));
+        self.flash = key.and_then(i18n::flash_key);
         self
     }
     pub fn with_error(mut self, e: &ApiError) -> Chrome {
@@ -175,12 +175,12 @@ pub struct ErrorPage {
 /// The failures of a page handler, rendered as a page in the viewer's language.
 pub struct UiError {
     pub err: ApiError,
-    pub viewer: Option<Viewer>,
+    pub viewer: Option<Box<Viewer>>,
 }
 
 impl UiError {
     pub fn new(err: impl Into<ApiError>, v: &Viewer) -> UiError {
-        UiError { err: err.into(), viewer: Some(v.clone()) }
+        UiError { err: err.into(), viewer: Some(Box::new(v.clone())) }
     }
 }
 

@@ -369,7 +369,10 @@ pub async fn reasons(State(st): State<AppState>, Extension(v): Extension<Viewer>
 }
 
 /// Lines `code | English | Русский`, one reason per line.
-fn parse_reasons(text: &str) -> Result<Vec<(String, String, String)>, (usize, String)> {
+/// A reason: code, English label, Russian label.
+type Reason = (String, String, String);
+
+fn parse_reasons(text: &str) -> Result<Vec<Reason>, (usize, String)> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let parts: Vec<&str> = line.split('|').map(str::trim).collect();
