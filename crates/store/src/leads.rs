@@ -443,17 +443,20 @@ impl Store {
     pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
         let limit = f.limit.clamp(1, 500) as i64;
         let like = f.q.as_deref().map(escape_like);
-        // Score and priority lists without a text search walk the score index: a page costs
-        // about the rows it skips. PostgreSQL's planner weighs that against the filters'
-        // indexes with its statistics. SQLite has none, so it is told: `+` keeps it off the
+        // Score and priority lists walk the score index: a page costs about the rows it
+        // skips. PostgreSQL's planner weighs that against the filters' and the search's
+        // indexes with its statistics. SQLite has none, so it is told: a text search scans
+        // the leads and sorts the matches; otherwise `+` keeps it off the
         // leads indexes, and the walk is bounded to `list_walk_rows` index entries; when fewer rows
         // than a page match within them, the filters are rare and the matches are read
         // through the filters' indexes and sorted instead.
         let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
-        let rows = if !by_score || like.is_some() || f.q_contact.is_some() {
+        let rows = if !by_score {
             self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else if !self.db.is_sqlite() {
-            self.lead_rows(f, None, limit, Plan::Walk { bound: None }).await?
+            self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound: None }).await?
+        } else if like.is_some() || f.q_contact.is_some() {
+            self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else {
             let bound = self.walk_bound(f).await?;
             let rows = self.lead_rows(f, None, limit, Plan::Walk { bound }).await?;
