@@ -20,6 +20,8 @@ impl Modify for BearerAuth {
         crate::api::leads::create,
         crate::api::leads::get_one,
         crate::api::leads::list,
+        crate::api::export::csv,
+        crate::api::export::xlsx_export,
         crate::api::leads::timeline,
         crate::api::scoring::lead_score,
         crate::api::scoring::get_model,

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod analytics;
+pub mod audit;
 pub mod convert;
 mod db;
 pub mod intake;

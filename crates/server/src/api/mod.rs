@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`.
 
 pub mod events;
+pub mod export;
 pub mod leads;
 pub mod scoring;
 pub mod users;
@@ -13,6 +14,9 @@ use axum::routing::get;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/leads", get(leads::list).post(leads::create))
+        .route("/api/v1/leads/export.csv", get(export::csv))
+        .route("/api/v1/leads/export.xlsx", get(export::xlsx_export))
+        .route("/api/v1/audit", get(export::audit))
         .route("/api/v1/leads/{id}", get(leads::get_one).patch(workflow::patch))
         .route("/api/v1/leads/{id}/status", axum::routing::post(workflow::status))
         .route("/api/v1/leads/{id}/activities", axum::routing::post(workflow::activity))

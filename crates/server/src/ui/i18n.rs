@@ -138,6 +138,7 @@ pub const TEXTS: &[(&str, &str, &str)] = &[
     ("inbox.any_channel", "Any channel", "Любой канал"),
     ("inbox.any_temperature", "Any temperature", "Любая температура"),
     ("inbox.sort_priority", "By priority", "По приоритету"),
+    ("inbox.export", "Export", "Выгрузить"),
     ("inbox.sort_score", "By score", "По баллам"),
     ("inbox.sort_created", "Newest first", "Сначала новые"),
     ("inbox.apply", "Show", "Показать"),

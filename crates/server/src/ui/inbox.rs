@@ -78,6 +78,8 @@ struct InboxPage {
     empty_text: &'static str,
     /// The first page polls for new leads; later pages stay still.
     rows_url: Option<String>,
+    /// The view's query, for the export links.
+    export_query: String,
     next_url: Option<String>,
     first_url: Option<String>,
 }
@@ -138,6 +140,12 @@ impl Query {
     }
 
     async fn load(&self, st: &AppState, v: &Viewer) -> Result<LeadPage, UiError> {
+        let f = self.filter(st, v)?;
+        st.store.leads(&f).await.map_err(|e| UiError::new(e, v))
+    }
+
+    /// The list query of this view, with the viewer's access.
+    fn filter(&self, st: &AppState, v: &Viewer) -> Result<voronka_store::LeadFilter, UiError> {
         let mut api = vec![("sort", self.sort.clone()), ("limit", "50".to_string())];
         for (k, val) in [("q", &self.q), ("status", &self.status), ("channel", &self.channel), ("temperature", &self.temperature)] {
             if !val.is_empty() {
@@ -160,7 +168,7 @@ impl Query {
             }
             _ => {}
         }
-        st.store.leads(&f).await.map_err(|e| UiError::new(e, v))
+        Ok(f)
     }
 }
 
@@ -193,6 +201,7 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         rows,
         empty_text: t.get("inbox.empty"),
         rows_url: q.cursor.is_none().then(|| format!("/inbox/rows?{view}")),
+        export_query: view.clone(),
         next_url: page.next_cursor.as_ref().map(|cur| format!("/inbox?{view}&cursor={}", super::session::urlencode(cur))),
         first_url: q.cursor.is_some().then(|| format!("/inbox?{view}")),
         tab: q.tab,
@@ -213,4 +222,21 @@ pub async fn rows(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
     let page = q.load(&st, &v).await?;
     let rows = rows_of(&st, &v, &page).await?;
     Ok(render(StatusCode::OK, &RowsFragment { rows, empty_text: Tr(v.lang).get("inbox.empty") }))
+}
+
+async fn export(st: AppState, v: Viewer, raw: Option<String>, format: crate::api::export::Format) -> Page {
+    let q = Query::parse(raw.as_deref());
+    let f = q.filter(&st, &v)?;
+    let who = crate::api::export::Exporter { access: v.access(), actor: format!("user:{}", v.user.name), admin: v.user.role == "admin" };
+    crate::api::export::export(st, who, Some(&q.view()), format, Some(f)).await.map_err(|e| UiError::new(e, &v))
+}
+
+/// The inbox's current view as CSV.
+pub async fn export_csv(State(st): State<AppState>, Extension(v): Extension<Viewer>, RawQuery(raw): RawQuery) -> Page {
+    export(st, v, raw, crate::api::export::Format::Csv).await
+}
+
+/// The inbox's current view as XLSX.
+pub async fn export_xlsx(State(st): State<AppState>, Extension(v): Extension<Viewer>, RawQuery(raw): RawQuery) -> Page {
+    export(st, v, raw, crate::api::export::Format::Xlsx).await
 }

@@ -41,6 +41,8 @@ pub fn routes(state: &AppState) -> Router<AppState> {
     let private = Router::new()
         .route("/inbox", get(inbox::page))
         .route("/inbox/rows", get(inbox::rows))
+        .route("/inbox/export.csv", get(inbox::export_csv))
+        .route("/inbox/export.xlsx", get(inbox::export_xlsx))
         .route("/leads/{id}", get(card::page))
         .route("/leads/{id}/activity", post(card::activity))
         .route("/leads/{id}/status", post(card::status))
