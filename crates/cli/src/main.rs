@@ -327,9 +327,11 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
         ..AppConfig::default()
     };
     let state = AppState::new(store.clone(), app_cfg);
-    voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600));
-    voronka_server::jobs::spawn_score_refresh(state.clone(), std::time::Duration::from_secs(args.score_refresh_seconds.max(10)));
-    voronka_server::jobs::spawn_workflow(state.clone(), std::time::Duration::from_secs(1));
+    let jobs = [
+        voronka_server::jobs::spawn_upkeep(state.clone(), std::time::Duration::from_secs(600)),
+        voronka_server::jobs::spawn_score_refresh(state.clone(), std::time::Duration::from_secs(args.score_refresh_seconds.max(10))),
+        voronka_server::jobs::spawn_workflow(state.clone(), std::time::Duration::from_secs(1)),
+    ];
     tracing::info!(%addr, database = store.backend().name(), "voronka serving");
     {
         let mut out = std::io::stdout().lock();
@@ -338,6 +340,12 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
     }
     voronka_server::serve(listener, state, shutdown_signal()).await?;
     tracing::info!("stopped accepting; in-flight requests finished");
+    // The background jobs stop before the database closes under them; a pass cut short is
+    // rolled back and its outbox messages, held under a lease, are taken up again later.
+    for job in jobs {
+        job.abort();
+        let _ = job.await;
+    }
     store.close().await;
     Ok(())
 }

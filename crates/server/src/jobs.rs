@@ -99,6 +99,8 @@ pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHand
     let worker = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        // A pass that overran does not make the missed ticks fire at once.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut n: u64 = 0;
         loop {
             tick.tick().await;
@@ -107,7 +109,7 @@ pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHand
                     Ok(0) => break,
                     Ok(_) => continue,
                     Err(e) => {
-                        tracing::warn!(error = %e, "dispatch failed");
+                        tracing::warn!(error = format!("{e:#}"), "dispatch failed");
                         break;
                     }
                 }
@@ -116,7 +118,7 @@ pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHand
             if n.is_multiple_of(10)
                 && let Err(e) = timers_once(&state).await
             {
-                tracing::warn!(error = %e, "workflow timers failed");
+                tracing::warn!(error = format!("{e:#}"), "workflow timers failed");
             }
             n += 1;
         }

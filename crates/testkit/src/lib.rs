@@ -192,6 +192,8 @@ impl TestApp {
 pub struct ServerProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// What the server has written to stderr so far (its warnings and errors).
+    pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl ServerProcess {
@@ -202,10 +204,24 @@ impl ServerProcess {
             .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
             .args(extra)
             .env("VORONKA_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn voronka serve");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_lines = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let sink = stderr.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                eprintln!("[server] {line}");
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let line = tokio::time::timeout(std::time::Duration::from_secs(60), lines.next_line())
@@ -214,7 +230,7 @@ impl ServerProcess {
             .expect("read stdout")
             .expect("server exited before listening");
         let addr = line.strip_prefix("listening on http://").expect("listening line").parse().expect("address");
-        ServerProcess { child, addr }
+        ServerProcess { child, addr, stderr }
     }
 
     pub fn pid(&self) -> u32 {
