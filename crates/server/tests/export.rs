@@ -40,10 +40,14 @@ async fn tricky_lead(app: &TestApp) -> String {
 async fn csv_export_neutralises_formulas_and_keeps_cyrillic() {
     let app = spawn_app().await;
     let evil = tricky_lead(&app).await;
-    app.lead(json!({"name": "Мария Иванова", "phone": "89035550011", "company": "ООО «Ромашка»", "channel": "call"})).await;
+    app.lead(json!({"name": "Мария Иванова", "phone": "89035550011", "company": "ООО «Ромашка»", "channel": "call", "city": "x;=cmd|' /C calc'!A0"})).await;
     let reader = app.token_with(&["leads:read"]).await;
 
-    let rows = csv_rows(&app.get("/api/v1/leads/export.csv", Some(&reader)).await);
+    let r = app.get("/api/v1/leads/export.csv", Some(&reader)).await;
+    // Every field is quoted, so where Excel splits on `;` a value cannot become a cell.
+    assert!(r.body.starts_with(b"\xEF\xBB\xBF\"id\",\"created_at\","), "{}", r.text());
+    assert!(r.text().contains("\"x;=cmd|' /C calc'!A0\""), "{}", r.text());
+    let rows = csv_rows(&r);
     assert_eq!(rows.len(), 3, "a header and two leads");
     let h = &rows[0];
     assert_eq!(h.len(), COLUMNS);
@@ -134,6 +138,7 @@ async fn a_manager_exports_own_leads_only_and_the_inbox_exports_its_view() {
     let rows = csv_rows(&app.get("/api/v1/leads/export.csv", Some(&token)).await);
     let ids: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
     assert_eq!(ids, [mine.as_str()], "not {other}");
+    assert_eq!(rows[1][col(&rows[0], "owner")], "m", "the owner by name");
     let r = app.get("/api/v1/leads/export.csv?raw=true", Some(&token)).await;
     assert_eq!(r.status, 403, "a manager's token is no admin");
 
@@ -152,6 +157,7 @@ async fn a_manager_exports_own_leads_only_and_the_inbox_exports_its_view() {
     let by_user: Vec<&Value> = audit["items"].as_array().unwrap().iter().filter(|i| i["actor"] == "user:m").collect();
     assert_eq!(by_user.len(), 3, "the API export and the two from the inbox: {audit}");
     assert!(by_user.iter().any(|i| i["detail"]["filter"].as_str().unwrap().contains("tab=mine")));
+    assert!(by_user.iter().all(|i| i["detail"]["user_id"] == json!(m.id)), "the user's id is recorded");
     // Without a session the export is a login redirect, never a file.
     let anon = app.get("/inbox/export.csv", None).await;
     assert_eq!(anon.status, 303);

@@ -12,9 +12,14 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use tokio::sync::Semaphore;
 use voronka_domain::errors::Text;
 use voronka_store::users::Access;
-use voronka_store::{Cursor, Lead, LeadFilter};
+use voronka_store::{Cursor, Lead, LeadFilter, LeadSort};
+
+/// Exports running at once in this process.
+static EXPORTS: Semaphore = Semaphore::const_new(2);
 
 /// The columns, in order: the header row holds these names (the API's field names).
 pub const COLUMNS: &[&str] = &[
@@ -79,6 +84,8 @@ const TOO_MANY: Text = Text::new(
 pub struct Exporter {
     pub access: Access,
     pub actor: String,
+    /// The user behind the request (names change; the id does not).
+    pub user_id: Option<uuid::Uuid>,
     pub admin: bool,
 }
 
@@ -97,16 +104,16 @@ pub fn neutralise(s: String) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s }
 }
 
-/// The lead's cells in `COLUMNS` order.
-fn row(lead: &Lead, raw: bool) -> Vec<String> {
+/// The lead's cells in `COLUMNS` order; `owners` names users by id.
+fn row(lead: &Lead, raw: bool, owners: &HashMap<String, String>) -> Vec<String> {
     let v = serde_json::to_value(lead).unwrap_or(Value::Null);
     COLUMNS
         .iter()
         .map(|c| {
             let cell = match *c {
-                "owner" => match &v["owner"] {
-                    Value::Object(o) => o.get("name").map(cell_text).unwrap_or_default(),
-                    other => cell_text(other),
+                "owner" => match v["owner"]["id"].as_str() {
+                    Some(id) => owners.get(id).cloned().unwrap_or_else(|| id.to_string()),
+                    None => String::new(),
                 },
                 u if u.starts_with("utm_") => cell_text(&v["utm"][&u[4..]]),
                 other => cell_text(&v[other]),
@@ -172,6 +179,17 @@ pub async fn export(
     f.access = who.access.clone();
     f.limit = PAGE;
     f.cursor = None;
+    // Arrival order: scores and priorities change while a long export pages through them,
+    // creation times do not, so no lead is written twice or missed.
+    f.sort = match f.sort {
+        LeadSort::CreatedAsc => LeadSort::CreatedAsc,
+        _ => LeadSort::Created,
+    };
+    // A few exports at a time: each holds its file in memory until it is sent.
+    let Ok(_permit) = EXPORTS.try_acquire() else {
+        return Err(ApiError::RateLimited { retry_after_secs: 10 });
+    };
+    let owners: HashMap<String, String> = st.store.users(None).await?.into_iter().map(|u| (u.id.to_string(), u.name)).collect();
     let stamp = st.store.clock().now().format("%Y%m%d-%H%M%S");
     let file = format!("leads-{stamp}.{}", format.name());
 
@@ -181,7 +199,9 @@ pub async fn export(
     let mut rows = 0u64;
     let body: Vec<u8> = match format {
         Format::Csv => {
-            let mut w = csv::WriterBuilder::new().from_writer(Vec::with_capacity(1 << 16));
+            // Every field quoted: a `;` inside a value cannot start a new cell (and a formula)
+            // where Excel splits on `;`, as Russian Excel does.
+            let mut w = csv::WriterBuilder::new().quote_style(csv::QuoteStyle::Always).from_writer(Vec::with_capacity(1 << 16));
             w.write_record(COLUMNS).map_err(|e| ApiError::Internal(e.into()))?;
             loop {
                 let items = next_page(&st, &mut f, &mut done).await?;
@@ -189,7 +209,7 @@ pub async fn export(
                     break;
                 }
                 for l in &items {
-                    w.write_record(row(l, raw)).map_err(|e| ApiError::Internal(e.into()))?;
+                    w.write_record(row(l, raw, &owners)).map_err(|e| ApiError::Internal(e.into()))?;
                     rows += 1;
                 }
             }
@@ -206,10 +226,10 @@ pub async fn export(
                     break;
                 }
                 for l in &items {
-                    all.push(row(l, raw));
+                    all.push(row(l, raw, &owners));
                 }
                 if all.len() as u64 > XLSX_MAX_ROWS {
-                    return Err(ApiError::invalid("status", TOO_MANY));
+                    return Err(ApiError::invalid("format", TOO_MANY));
                 }
             }
             rows = all.len() as u64;
@@ -220,7 +240,11 @@ pub async fn export(
         }
     };
     st.store
-        .record_audit(&who.actor, "export", &json!({"format": format.name(), "filter": filter_query, "raw": raw, "rows": rows}))
+        .record_audit(
+            &who.actor,
+            "export",
+            &json!({"format": format.name(), "filter": filter_query, "raw": raw, "rows": rows, "user_id": who.user_id}),
+        )
         .await?;
     let content_type = match format {
         Format::Csv => "text/csv; charset=utf-8",
@@ -260,7 +284,7 @@ fn xlsx(rows: &[Vec<String>]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
 async fn api(st: AppState, headers: HeaderMap, q: Option<String>, format: Format) -> Result<Response, ApiError> {
     let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
     let admin = t.allows("admin") || t.user.as_ref().is_some_and(|u| u.role == "admin");
-    let who = Exporter { access: t.access(), actor: t.actor(), admin };
+    let who = Exporter { access: t.access(), actor: t.actor(), user_id: t.user.as_ref().map(|u| u.id), admin };
     export(st, who, q.as_deref(), format, None).await
 }
 

@@ -227,7 +227,12 @@ pub async fn rows(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
 async fn export(st: AppState, v: Viewer, raw: Option<String>, format: crate::api::export::Format) -> Page {
     let q = Query::parse(raw.as_deref());
     let f = q.filter(&st, &v)?;
-    let who = crate::api::export::Exporter { access: v.access(), actor: format!("user:{}", v.user.name), admin: v.user.role == "admin" };
+    let who = crate::api::export::Exporter {
+        access: v.access(),
+        actor: format!("user:{}", v.user.name),
+        user_id: Some(v.user.id),
+        admin: v.user.role == "admin",
+    };
     crate::api::export::export(st, who, Some(&q.view()), format, Some(f)).await.map_err(|e| UiError::new(e, &v))
 }
 
