@@ -30,6 +30,24 @@ pub enum BenchCommand {
     Ui(UiArgs),
     /// Writes a generated dataset (leads, events, scores) into a database.
     Seed(SeedArgs),
+    /// `voronka import` of a generated Windows-1251 `;` CSV (every row through the intake).
+    Import(ImportBenchArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct ImportBenchArgs {
+    #[arg(long, value_enum, default_value_t = Which::Both)]
+    backend: Which,
+    #[arg(long, env = "VORONKA_BENCH_PG_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_url: String,
+    /// Rows in the file.
+    #[arg(long, default_value_t = 1_000_000)]
+    rows: u64,
+    /// Share of rows that repeat an earlier row's person (repeat requests).
+    #[arg(long, default_value_t = 0.1)]
+    repeat_share: f64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Args, Clone)]
@@ -133,6 +151,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Events(a) => events(a).await,
         BenchCommand::Rescore(a) => rescore(a).await,
         BenchCommand::Ui(a) => ui(a).await,
+        BenchCommand::Import(a) => import_bench(a).await,
         BenchCommand::Seed(a) => {
             let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
             let spec =
@@ -484,6 +503,114 @@ impl Stats {
             self.secs
         )
     }
+}
+
+/// A file as purchased bases come: Windows-1251, `;`, Russian headers, phones in every
+/// spelling, some rows the same person again, a few without any contact.
+fn import_file(rows: u64, repeat_share: f64, seed: u64) -> Vec<u8> {
+    const FIRST: &[&str] = &["Иван", "Мария", "Алексей", "Ольга", "Дмитрий", "Анна", "Сергей", "Елена", "John", "Kate"];
+    const LAST: &[&str] = &["Иванов", "Петрова", "Смирнов", "Кузнецова", "Попов", "Соколова", "Лебедев", "Новикова", "Smith", "Brown"];
+    const CITY: &[&str] = &["Москва", "Санкт-Петербург", "Казань", "Пермь", "Екатеринбург", "Новосибирск"];
+    const POS: &[&str] = &["Директор", "Менеджер", "Главный инженер", "Бухгалтер", "Генеральный директор", ""];
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut out = String::with_capacity(rows as usize * 110);
+    out.push_str("ФИО;Телефон;Email;Компания;Должность;Город;Комментарий;utm_source\r\n");
+    let mut people = 0u64;
+    for i in 0..rows {
+        let r = next();
+        let person = if people > 0 && (r % 1000) as f64 / 1000.0 < repeat_share {
+            next() % people
+        } else {
+            people += 1;
+            people - 1
+        };
+        let n = 9_000_000_000u64 + person * 7 % 1_000_000_000;
+        let phone = match person % 3 {
+            0 => format!("8 ({}) {}-{}-{}", n / 10_000_000, n / 10_000 % 1000, n / 100 % 100, n % 100),
+            1 => format!("+7 {} {}", n / 10_000_000, n % 10_000_000),
+            _ => format!("8{n}"),
+        };
+        let no_contact = i % 100 == 99;
+        let (phone, email) = if no_contact {
+            (String::new(), String::new())
+        } else {
+            (phone, if person % 2 == 0 { format!("c{person}@mail.ru") } else { String::new() })
+        };
+        let name = format!("{} {}", LAST[(person % 10) as usize], FIRST[(person / 10 % 10) as usize]);
+        out.push_str(&format!(
+            "{name};{phone};{email};ООО \"Компания {}\";{};{};Строка {i};expo\r\n",
+            person % 5000,
+            POS[(person % 6) as usize],
+            CITY[(person % 6) as usize]
+        ));
+    }
+    encoding_rs::WINDOWS_1251.encode(&out).0.into_owned()
+}
+
+async fn import_bench(a: ImportBenchArgs) -> Result<()> {
+    let t = Instant::now();
+    let file = import_file(a.rows, a.repeat_share, a.seed);
+    println!(
+        "voronka bench import: {} rows ({:.0} MB, Windows-1251, ';') generated in {:.1} s",
+        a.rows,
+        file.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let bytes = Bytes::from(file);
+    for which in backends(a.backend) {
+        let name = backend_name(which);
+        let db = BenchDb::create(which, &a.pg_url).await?;
+        let r = async {
+            let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
+            let req = voronka_server::import::ImportRequest {
+                source: "bench".into(),
+                file_name: "bench.csv".into(),
+                bytes: bytes.clone(),
+                mapping: Default::default(),
+                campaign: None,
+                dry_run: false,
+                actor: "bench".into(),
+                keep_file: false,
+                region: Default::default(),
+            };
+            let started = Instant::now();
+            let p = voronka_server::import::prepare(&store, req, "bench").await?;
+            let total = p.sheet.total;
+            let on_progress = move |pr: voronka_server::import::Progress| {
+                let secs = started.elapsed().as_secs_f64().max(0.001);
+                eprint!("\r  {}/{total} rows ({:.0} rows/s)   ", pr.processed, pr.processed as f64 / secs);
+            };
+            let info = voronka_server::import::run(&store, p, "bench", &on_progress).await?;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!();
+            let leads = store.count(CountOf::Leads).await?;
+            println!(
+                "[{name}] imported {} rows in {secs:.1} s = {:.0} rows/s (target: 1 M rows ≤ 60 s): {} created, {} repeat, {} rejected; {leads} leads; peak RSS {}",
+                info.processed,
+                info.processed as f64 / secs,
+                info.created,
+                info.repeats,
+                info.rejected,
+                self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "?".into())
+            );
+            store.close().await;
+            anyhow::Ok(())
+        }
+        .await;
+        db.remove().await;
+        r?;
+    }
+    Ok(())
+}
+
+fn self_peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 /// A database for one benchmark run, removed on `cleanup`.

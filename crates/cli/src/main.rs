@@ -2,6 +2,7 @@
 //! forms, sites, and the benchmark.
 
 mod bench;
+mod import;
 
 // A faster allocator for the request path (many small allocations per request).
 #[global_allocator]
@@ -52,6 +53,9 @@ enum Command {
         #[command(subcommand)]
         command: SiteCommand,
     },
+    /// Import leads from a CSV or XLSX file through the intake (dedup, scoring); resumable,
+    /// with a dry run, a report of every row, and undo.
+    Import(import::ImportArgs),
     /// Benchmarks of the running system (see README, Performance).
     Bench {
         #[command(subcommand)]
@@ -305,6 +309,12 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", site.site_key);
             store.close().await;
             Ok(())
+        }
+        Command::Import(args) => {
+            let store = open(&url).await?;
+            let r = import::run(&store, args).await;
+            store.close().await;
+            r
         }
         Command::Bench { command } => bench::run(command).await,
     }

@@ -115,10 +115,13 @@ pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHand
                 }
             }
             // Timers every 10 ticks (10 s by default).
-            if n.is_multiple_of(10)
-                && let Err(e) = timers_once(&state).await
-            {
-                tracing::warn!(error = format!("{e:#}"), "workflow timers failed");
+            if n.is_multiple_of(10) {
+                if let Err(e) = timers_once(&state).await {
+                    tracing::warn!(error = format!("{e:#}"), "workflow timers failed");
+                }
+                if let Err(e) = crate::api::imports::resume_stalled(&state).await {
+                    tracing::warn!(error = format!("{e:#}"), "resuming imports failed");
+                }
             }
             n += 1;
         }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod import;
 pub mod jobs;
 pub mod openapi;
 pub mod ops;
@@ -39,6 +40,8 @@ pub struct AppConfig {
     pub secure_cookies: bool,
     /// Largest body of a UI form (settings editors take more than API calls).
     pub ui_body_limit: usize,
+    /// Largest file an import upload may be (API and UI).
+    pub import_limit: usize,
 }
 
 impl Default for AppConfig {
@@ -50,6 +53,7 @@ impl Default for AppConfig {
             trust_forwarded_for: false,
             secure_cookies: false,
             ui_body_limit: 1024 * 1024,
+            import_limit: 256 * 1024 * 1024,
         }
     }
 }
@@ -83,6 +87,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.cfg.body_limit;
     Router::new()
         .merge(api::routes())
+        .merge(api::upload_routes().layer(DefaultBodyLimit::max(state.cfg.import_limit)))
         .merge(public::routes())
         .merge(ops::routes())
         .merge(ui::routes(&state).layer(DefaultBodyLimit::max(state.cfg.ui_body_limit)))

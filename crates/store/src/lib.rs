@@ -6,6 +6,7 @@ pub mod analytics;
 pub mod audit;
 pub mod convert;
 mod db;
+pub mod imports;
 pub mod intake;
 pub mod leads;
 pub mod outbox;

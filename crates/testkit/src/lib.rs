@@ -286,6 +286,67 @@ impl TestApp {
         send(self.addr, json_request(self.addr, method, path, Some(token), body)).await
     }
 
+    /// Sends a request without a body.
+    pub async fn send_req(&self, b: hyper::http::request::Builder) -> Resp {
+        send(self.addr, b.body(Full::new(Bytes::new())).expect("request")).await
+    }
+
+    /// A multipart upload with a bearer token: the `file` part and text fields.
+    pub async fn upload(&self, path: &str, token: &str, file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> Resp {
+        self.multipart(path, &[("authorization", &format!("Bearer {token}"))], file_name, file, fields).await
+    }
+
+    /// A multipart upload from a UI session; `csrf` goes in the header htmx sends.
+    pub async fn ui_upload(
+        &self,
+        s: &UiSession,
+        path: &str,
+        csrf: Option<&str>,
+        file_name: &str,
+        file: &[u8],
+        fields: &[(&str, &str)],
+    ) -> Resp {
+        let cookie = format!("vk_session={}", s.cookie);
+        let mut headers: Vec<(&str, &str)> = vec![("cookie", &cookie), ("hx-request", "true")];
+        if let Some(c) = csrf {
+            headers.push(("x-csrf-token", c));
+        }
+        self.multipart(path, &headers, file_name, file, fields).await
+    }
+
+    async fn multipart(&self, path: &str, headers: &[(&str, &str)], file_name: &str, file: &[u8], fields: &[(&str, &str)]) -> Resp {
+        let boundary = format!("voronka{}", rand::random::<u64>());
+        let mut body: Vec<u8> = Vec::new();
+        for (k, v) in fields {
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n").as_bytes());
+        }
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        body.extend_from_slice(file);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        let mut r = self.req("POST", path).header("content-type", format!("multipart/form-data; boundary={boundary}"));
+        for (k, v) in headers {
+            r = r.header(*k, *v);
+        }
+        send(self.addr, r.body(Full::new(Bytes::from(body))).expect("request")).await
+    }
+
+    /// Polls an import until it is no longer running; returns it.
+    pub async fn wait_import(&self, id: &str) -> Value {
+        for _ in 0..1200 {
+            let r = self.get(&format!("/api/v1/imports/{id}"), Some(&self.token)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            let v = r.json();
+            if v["status"] != "running" {
+                return v;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("import {id} did not finish in 60 s");
+    }
+
     /// Handles the outbox (routing) until it is empty.
     pub async fn dispatch(&self) {
         while voronka_server::jobs::dispatch_once(&self.state, "test").await.expect("dispatch") > 0 {}

@@ -107,8 +107,12 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
         ops::record_intake("api", e.code());
         e
     })?;
-    let reply =
-        st.store.intake().submit(IntakeCommand { lead, idempotency, actor: Some(token.actor()), form_id: None }).await.map_err(|e| {
+    let reply = st
+        .store
+        .intake()
+        .submit(IntakeCommand { lead, idempotency, actor: Some(token.actor()), form_id: None, import: None })
+        .await
+        .map_err(|e| {
             let e = ApiError::from(e);
             ops::record_intake("api", if e.status() == StatusCode::CONFLICT { "idempotency_conflict" } else { "failed" });
             e

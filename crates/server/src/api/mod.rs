@@ -2,6 +2,7 @@
 
 pub mod events;
 pub mod export;
+pub mod imports;
 pub mod leads;
 pub mod scoring;
 pub mod users;
@@ -17,6 +18,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/leads/export.csv", get(export::csv))
         .route("/api/v1/leads/export.xlsx", get(export::xlsx_export))
         .route("/api/v1/audit", get(export::audit))
+        .route("/api/v1/imports", get(imports::list))
+        .route("/api/v1/imports/{id}", get(imports::get_one))
+        .route("/api/v1/imports/{id}/report.csv", get(imports::report))
+        .route("/api/v1/imports/{id}/undo", axum::routing::post(imports::undo))
         .route("/api/v1/leads/{id}", get(leads::get_one).patch(workflow::patch))
         .route("/api/v1/leads/{id}/status", axum::routing::post(workflow::status))
         .route("/api/v1/leads/{id}/activities", axum::routing::post(workflow::activity))
@@ -41,6 +46,11 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events", axum::routing::post(events::submit).options(events::preflight))
         .route("/api/v1/scoring/model", get(scoring::get_model).put(scoring::put_model))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
+}
+
+/// Routes that take files, with the import size limit instead of the API's.
+pub fn upload_routes() -> Router<AppState> {
+    Router::new().route("/api/v1/imports", axum::routing::post(imports::create))
 }
 
 /// A uuid from the path; anything else is a resource that does not exist.

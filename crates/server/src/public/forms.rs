@@ -159,7 +159,8 @@ pub async fn submit(
             if lead.referrer.is_none() {
                 lead.referrer = header_str(&headers, header::REFERER).map(|r| r.chars().take(2048).collect());
             }
-            let cmd = IntakeCommand { lead, idempotency: None, actor: Some(format!("form:{}", form.name)), form_id: Some(form.id) };
+            let cmd =
+                IntakeCommand { lead, idempotency: None, actor: Some(format!("form:{}", form.name)), form_id: Some(form.id), import: None };
             let reply = st.store.intake().submit(cmd).await?;
             ops::record_intake("form", reply.outcome.as_str());
             Ok(success(&form, json_answer, lang))

@@ -13,6 +13,7 @@ mod dashboard;
 pub mod fmt;
 pub mod hosted_form;
 pub mod i18n;
+mod imports;
 mod inbox;
 mod kanban;
 pub mod session;
@@ -64,6 +65,12 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/settings/reasons", get(settings::reasons).post(settings::save_reasons))
         .route("/settings/users", get(settings::users).post(settings::create_user))
         .route("/settings/users/{id}", get(settings::user).post(settings::save_user))
+        .route(
+            "/settings/import",
+            get(imports::show).post(imports::upload).layer(axum::extract::DefaultBodyLimit::max(state.cfg.import_limit)),
+        )
+        .route("/settings/import/{id}/report.csv", get(imports::report))
+        .route("/settings/import/{id}/undo", post(imports::undo))
         .route("/settings/tokens", get(settings::tokens).post(settings::create_token))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke_token))
         .route("/me/lang", post(auth::set_lang))

@@ -29,11 +29,11 @@ const SOURCES: &[&str] = &["admin", "marketer"];
 const WORKFLOW: &[&str] = &["admin", "head_of_sales"];
 const ADMIN: &[&str] = &["admin"];
 
-fn allow(v: &Viewer, roles: &[&str]) -> Result<(), UiError> {
+pub(super) fn allow(v: &Viewer, roles: &[&str]) -> Result<(), UiError> {
     if v.is(roles) { Ok(()) } else { Err(UiError::new(ApiError::Forbidden("admin"), v)) }
 }
 
-fn flash(q: &Option<String>) -> Option<String> {
+pub(super) fn flash(q: &Option<String>) -> Option<String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(q.as_deref().unwrap_or(""))
         .ok()?
         .into_iter()
@@ -48,7 +48,7 @@ pub struct Tab {
     pub on: bool,
 }
 
-fn tabs(v: &Viewer, on: &str) -> Vec<Tab> {
+pub(super) fn tabs(v: &Viewer, on: &str) -> Vec<Tab> {
     let t = Tr(v.lang);
     [
         ("/settings/sources", "settings.sources", SOURCES),
@@ -56,6 +56,7 @@ fn tabs(v: &Viewer, on: &str) -> Vec<Tab> {
         ("/settings/workflow", "settings.workflow", WORKFLOW),
         ("/settings/reasons", "settings.reasons", WORKFLOW),
         ("/settings/users", "settings.users", WORKFLOW),
+        ("/settings/import", "settings.import", super::imports::IMPORTERS),
         ("/settings/tokens", "settings.tokens", ADMIN),
     ]
     .into_iter()

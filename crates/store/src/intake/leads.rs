@@ -154,6 +154,9 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
                 visitor_joins.push((v, target));
             }
             repeat_status.insert(target, status);
+            if let Some(mark) = cmd.import {
+                writes.import_rows.push(ImportRowInsert { mark, outcome: "repeat", lead_id: target });
+            }
             plans.push(Plan::Repeat(target));
             continue;
         }
@@ -208,6 +211,10 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         });
         if let Some(v) = &lead.visitor_id {
             visitor_joins.push((v, id));
+        }
+        if let Some(mark) = cmd.import {
+            let outcome = if previous.is_some() { "returning" } else { "created" };
+            writes.import_rows.push(ImportRowInsert { mark, outcome, lead_id: id });
         }
         plans.push(if previous.is_some() { Plan::Returning(id) } else { Plan::Created(id) });
     }

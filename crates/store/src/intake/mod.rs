@@ -55,6 +55,16 @@ pub struct IntakeCommand {
     pub actor: Option<String>,
     /// The public form it came through, if any.
     pub form_id: Option<Uuid>,
+    /// The file import and row it came from: the row's outcome is written in the same
+    /// transaction, so a resumed import knows exactly which rows are done.
+    pub import: Option<ImportMark>,
+}
+
+/// A row of a file import.
+#[derive(Debug, Clone, Copy)]
+pub struct ImportMark {
+    pub import_id: Uuid,
+    pub row: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -467,6 +477,7 @@ trait IntakeTx: Sized {
     async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError>;
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError>;
     async fn insert_outbox(&mut self, rows: &[OutboxInsert]) -> Result<(), BatchError>;
+    async fn insert_import_rows(&mut self, rows: &[ImportRowInsert]) -> Result<(), BatchError>;
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError>;
     async fn insert_idem(&mut self, rows: &[IdemInsert<'_>], at: Ts) -> Result<(), BatchError>;
     // Scoring.
@@ -490,6 +501,14 @@ trait IntakeTx: Sized {
 struct Writes<'a> {
     events: Vec<EventInsert<'a>>,
     outbox: Vec<OutboxInsert>,
+    import_rows: Vec<ImportRowInsert>,
+}
+
+/// An imported row's outcome.
+struct ImportRowInsert {
+    mark: ImportMark,
+    outcome: &'static str,
+    lead_id: Uuid,
 }
 
 /// One batch in one transaction: lead submissions first (so that events of a visitor who
@@ -540,6 +559,9 @@ async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -
     }
     if !writes.outbox.is_empty() {
         tx.insert_outbox(&writes.outbox).await?;
+    }
+    if !writes.import_rows.is_empty() {
+        tx.insert_import_rows(&writes.import_rows).await?;
     }
     if let Some(plans) = lead_plans {
         for (i, r) in leads::answer_leads(&mut tx, &lead_jobs, plans, &scoring, now).await? {

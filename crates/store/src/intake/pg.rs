@@ -2,8 +2,8 @@
 //! transaction, retried on a unique-key conflict or deadlock with another writer or process.
 
 use super::{
-    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS, Meta,
-    OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead, WriterCtx, backoff,
+    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, ImportRowInsert, InputsRow, IntakeTx, Job, LeadInsert, MAX_ATTEMPTS,
+    Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead, WriterCtx, backoff,
     commit_jobs, drain_batch, reply_all, run_batch,
 };
 use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
@@ -225,6 +225,24 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(&agg)
         .bind(&payload)
         .bind(&at)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_import_rows(&mut self, rows: &[ImportRowInsert]) -> Result<(), BatchError> {
+        let import: Vec<Uuid> = rows.iter().map(|r| r.mark.import_id).collect();
+        let row: Vec<i64> = rows.iter().map(|r| r.mark.row).collect();
+        let outcome: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
+        let lead: Vec<Uuid> = rows.iter().map(|r| r.lead_id).collect();
+        sqlx::query(
+            "INSERT INTO import_rows (import_id, row_no, outcome, lead_id) \
+             SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[])",
+        )
+        .bind(&import)
+        .bind(&row)
+        .bind(&outcome)
+        .bind(&lead)
         .execute(&mut **self)
         .await?;
         Ok(())

@@ -4,9 +4,9 @@
 //! whole batch quickly.
 
 use super::{
-    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, InputsRow, IntakeTx, Job, LEAD_INSERT_COLUMNS, LeadInsert,
-    MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead,
-    WriterCtx, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+    Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, ImportRowInsert, InputsRow, IntakeTx, Job, LEAD_INSERT_COLUMNS,
+    LeadInsert, MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow,
+    VisitorLead, WriterCtx, backoff, commit_jobs, drain_batch, reply_all, run_batch,
 };
 use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
 use crate::ts::Ts;
@@ -368,6 +368,14 @@ impl IntakeTx for Tx<'_> {
             params.extend_from_slice(&[&o.topic as P, &o.aggregate_id, &o.payload, &o.at, &o.at]);
         }
         self.insert("INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at)", 5, &params)
+    }
+
+    async fn insert_import_rows(&mut self, rows: &[ImportRowInsert]) -> Result<(), BatchError> {
+        let mut params: Vec<P> = Vec::with_capacity(rows.len() * 4);
+        for r in rows {
+            params.extend_from_slice(&[&r.mark.import_id as P, &r.mark.row, &r.outcome, &r.lead_id]);
+        }
+        self.insert("INSERT INTO import_rows (import_id, row_no, outcome, lead_id)", 4, &params)
     }
 
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
