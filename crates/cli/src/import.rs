@@ -68,10 +68,14 @@ pub async fn run(store: &Store, a: ImportArgs) -> Result<()> {
     }
     if let Some(id) = a.undo {
         let info = store.import_info(id).await?.with_context(|| format!("no import {id}"))?;
+        let lang = if ru { voronka_domain::Lang::Ru } else { voronka_domain::Lang::En };
         if let Some(why) = voronka_server::api::imports::undo_refusal(&info) {
-            bail!("{}", why.message(if ru { voronka_domain::Lang::Ru } else { voronka_domain::Lang::En }));
+            bail!("{}", why.message(lang));
         }
-        let r = store.undo_import(id, &actor()).await?;
+        let r = match store.undo_import(id, &actor()).await {
+            Ok(r) => r,
+            Err(e) => bail!("{}", voronka_server::api::imports::undo_error(e).message(lang)),
+        };
         if ru {
             println!(
                 "импорт {id} отменён: удалено лидов {}, оставлено (с ними работали) {}, снято повторных обращений {}",

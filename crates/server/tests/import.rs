@@ -324,3 +324,40 @@ async fn the_settings_page_uploads_shows_progress_reports_and_undoes() {
     let m = app.ui_login("mg@example.com", "password-123").await;
     assert_eq!(app.ui_get(&m, "/settings/import").await.status, 403, "managers do not import");
 }
+
+#[tokio::test]
+async fn a_run_held_by_a_live_worker_is_neither_taken_twice_nor_undone() {
+    use voronka_server::import::{ImportRequest, prepare};
+    let clock = voronka_domain::TestClock::new(chrono::Utc::now());
+    let app = voronka_testkit::spawn_app_with(Default::default(), std::sync::Arc::new(clock.clone())).await;
+    let csv = "Phone\n+79215550071\n";
+    let req = || ImportRequest {
+        source: "s".into(),
+        file_name: "h.csv".into(),
+        bytes: bytes::Bytes::from(csv),
+        mapping: Default::default(),
+        campaign: None,
+        dry_run: false,
+        actor: "test".into(),
+        keep_file: true,
+        region: Default::default(),
+    };
+    let held = prepare(&app.store, req(), "other-worker").await.unwrap();
+    let id = held.info.id;
+    // The same file from the same source while another worker holds its run.
+    let r = app.upload("/api/v1/imports", &app.token, "h.csv", csv.as_bytes(), &[("source", "s")]).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "import_running");
+    assert!(matches!(prepare(&app.store, req(), "third-worker").await, Err(voronka_server::import::ImportError::Busy(_))));
+    let r = app.call("POST", &format!("/api/v1/imports/{id}/undo"), &app.token, None).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    // The worker died: once its heartbeat is old, the run can be undone (nothing to remove).
+    clock.advance(chrono::Duration::seconds(31));
+    let r = app.call("POST", &format!("/api/v1/imports/{id}/undo"), &app.token, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.json()["removed"].as_i64(), r.json()["kept"].as_i64()), (Some(0), Some(0)));
+    // …and the dead worker, were it to wake, cannot write progress or finish it.
+    assert!(!app.store.import_progress(id, "other-worker", None, 1, &Default::default()).await.unwrap());
+    let info = app.store.finish_import(id, "other-worker", None).await.unwrap();
+    assert_eq!(info.status, "undone");
+}

@@ -187,7 +187,7 @@ impl Store {
     /// Unfinished imports whose file the server keeps (uploads): resumed at start.
     pub async fn stalled_uploads(&self, stale_before: Ts) -> Result<Vec<Uuid>, StoreError> {
         let ids: Vec<(Uuid,)> = with_read!(&self.db, p => {
-            sqlx::query_as("SELECT id FROM imports WHERE status IN ('running', 'failed') AND dry_run = $2 AND file IS NOT NULL AND (heartbeat_at IS NULL OR heartbeat_at < $1)")
+            sqlx::query_as("SELECT id FROM imports WHERE status = 'running' AND dry_run = $2 AND file IS NOT NULL AND (heartbeat_at IS NULL OR heartbeat_at < $1)")
                 .bind(stale_before).bind(false).fetch_all(p).await?
         });
         Ok(ids.into_iter().map(|r| r.0).collect())
@@ -206,7 +206,7 @@ impl Store {
         let n = with_write!(&self.db, p => {
             sqlx::query(
                 "UPDATE imports SET worker = $2, heartbeat_at = $3, status = 'running', error = NULL \
-                 WHERE id = $1 AND status IN ('running', 'failed') AND (worker IS NULL OR worker = $2 OR heartbeat_at IS NULL OR heartbeat_at < $4)",
+                 WHERE id = $1 AND status IN ('running', 'failed') AND (worker IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $4)",
             )
             .bind(id).bind(worker).bind(now).bind(stale_before).execute(p).await?.rows_affected()
         });
@@ -214,6 +214,7 @@ impl Store {
     }
 
     /// Progress, written by the worker that holds the import (which also keeps it claimed).
+    /// Returns false when the worker no longer holds it (another took it over): stop.
     pub async fn import_progress(
         &self,
         id: Uuid,
@@ -221,33 +222,45 @@ impl Store {
         total: Option<i64>,
         processed: i64,
         c: &ImportCounts,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = self.now();
-        with_write!(&self.db, p => {
+        let n = with_write!(&self.db, p => {
             sqlx::query(
                 "UPDATE imports SET heartbeat_at = $3, total_rows = COALESCE($4, total_rows), processed = $5, created = $6, repeats = $7, \
-                 returned = $8, rejected = $9 WHERE id = $1 AND worker = $2",
+                 returned = $8, rejected = $9 WHERE id = $1 AND worker = $2 AND status = 'running'",
             )
             .bind(id).bind(worker).bind(now).bind(total).bind(processed).bind(c.created).bind(c.repeats).bind(c.returned).bind(c.rejected)
-            .execute(p).await?;
+            .execute(p).await?.rows_affected()
         });
-        Ok(())
+        Ok(n == 1)
     }
 
-    /// Ends a run: `done` with the counts read back from the rows, or `failed` with why.
-    pub async fn finish_import(&self, id: Uuid, error: Option<&str>) -> Result<ImportInfo, StoreError> {
+    /// Ends this worker's run: `done` with the counts read back from the rows, or `failed`
+    /// with why. A run the worker no longer holds is left to its new holder.
+    pub async fn finish_import(&self, id: Uuid, worker: &str, error: Option<&str>) -> Result<ImportInfo, StoreError> {
         let now = self.now();
         let c = self.import_counts(id).await?;
         let status = if error.is_some() { "failed" } else { "done" };
         with_write!(&self.db, p => {
             sqlx::query(
                 "UPDATE imports SET status = $2, error = $3, finished_at = $4, worker = NULL, processed = $5, created = $6, repeats = $7, \
-                 returned = $8, rejected = $9, file = CASE WHEN $2 = 'done' THEN NULL ELSE file END WHERE id = $1",
+                 returned = $8, rejected = $9, file = CASE WHEN $2 = 'done' THEN NULL ELSE file END \
+                 WHERE id = $1 AND worker = $10 AND status = 'running'",
             )
             .bind(id).bind(status).bind(error).bind(now).bind(c.total()).bind(c.created).bind(c.repeats).bind(c.returned).bind(c.rejected)
-            .execute(p).await?;
+            .bind(worker).execute(p).await?;
         });
         self.import_info(id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Lets go of a run without ending it (the database or the process is going away): it
+    /// stays `running` and the next worker resumes it.
+    pub async fn release_import(&self, id: Uuid, worker: &str) -> Result<(), StoreError> {
+        with_write!(&self.db, p => {
+            sqlx::query("UPDATE imports SET worker = NULL, heartbeat_at = NULL WHERE id = $1 AND worker = $2")
+                .bind(id).bind(worker).execute(p).await?;
+        });
+        Ok(())
     }
 
     pub async fn import_counts(&self, id: Uuid) -> Result<ImportCounts, StoreError> {
@@ -353,20 +366,29 @@ impl Store {
         if info.dry_run {
             return Err(StoreError::Invalid("a dry run created nothing to undo".into()));
         }
-        if info.status == "running" || info.status == "undone" {
-            return Err(StoreError::Invalid(format!("an import that is {} cannot be undone", info.status)));
-        }
         let me = format!("import:{id}");
         let now = self.now();
         // The leads this import created (or opened as returning) and has not yet marked kept.
         const MINE: &str =
             "SELECT lead_id FROM import_rows WHERE import_id = $1 AND outcome IN ('created', 'returning') AND reason IS NULL";
+        let stale = Ts::from(now.0 - chrono::Duration::seconds(30));
         let report = write_tx!(&self.db, tx => {
+            // Taken inside the transaction: no worker may add rows while they are undone; a
+            // run whose worker was killed (no heartbeat for a while) may be undone too.
+            let mine = sqlx::query(
+                "UPDATE imports SET status = 'undoing' WHERE id = $1 AND dry_run = $2 AND (status IN ('done', 'failed') \
+                 OR (status = 'running' AND (worker IS NULL OR heartbeat_at IS NULL OR heartbeat_at < $3)))",
+            )
+            .bind(id).bind(false).bind(stale).execute(&mut *tx).await?.rows_affected();
+            if mine != 1 {
+                return Err(StoreError::Invalid("the import is running or already undone".into()));
+            }
             let kept = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE import_rows SET reason = 'kept' WHERE import_id = $1 AND outcome IN ('created', 'returning') AND ( \
                    EXISTS (SELECT 1 FROM events e WHERE e.lead_id = import_rows.lead_id AND e.actor <> $2 AND {WORKED_ON}) \
                    OR EXISTS (SELECT 1 FROM tasks t WHERE t.lead_id = import_rows.lead_id AND t.created_by LIKE 'user:%') \
-                   OR EXISTS (SELECT 1 FROM leads l WHERE l.id = import_rows.lead_id AND (l.status = 'converted' OR l.contact_id IS NOT NULL)) \
+                   OR EXISTS (SELECT 1 FROM leads l WHERE l.id = import_rows.lead_id AND l.status = 'converted') \
+                   OR EXISTS (SELECT 1 FROM deals d WHERE d.lead_id = import_rows.lead_id) \
                    OR EXISTS (SELECT 1 FROM leads r WHERE r.returning_of = import_rows.lead_id))"
             )))
             .bind(id).bind(&me).execute(&mut *tx).await?.rows_affected() as i64;
@@ -383,7 +405,7 @@ impl Store {
                 "DELETE FROM events WHERE kind IN ('repeat_request', 'lead_returned') AND actor = $2 AND lead_id IN ( \
                    SELECT lead_id FROM import_rows WHERE import_id = $1 AND outcome = 'repeat' \
                    UNION SELECT l.returning_of FROM import_rows r JOIN leads l ON l.id = r.lead_id \
-                         WHERE r.import_id = $1 AND r.outcome = 'returning' AND l.returning_of IS NOT NULL)",
+                         WHERE r.import_id = $1 AND r.outcome = 'returning' AND r.reason IS NULL AND l.returning_of IS NOT NULL)",
             )
             .bind(id).bind(&me).execute(&mut *tx).await?.rows_affected() as i64;
 
@@ -403,7 +425,7 @@ impl Store {
                 .bind(id).execute(&mut *tx).await?;
             let removed = sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM leads WHERE id IN ({MINE})")))
                 .bind(id).execute(&mut *tx).await?.rows_affected() as i64;
-            sqlx::query("UPDATE imports SET status = 'undone', undone_at = $2, removed = $3, kept = $4, file = NULL WHERE id = $1")
+            sqlx::query("UPDATE imports SET status = 'undone', undone_at = $2, removed = $3, kept = $4, file = NULL, worker = NULL WHERE id = $1")
                 .bind(id).bind(now).bind(removed).bind(kept).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO audit_log (at, actor, action, detail) VALUES ($1, $2, 'import.undo', $3)")
                 .bind(now).bind(actor)

@@ -243,18 +243,31 @@ pub async fn report_response(st: &AppState, id: uuid::Uuid, ru: bool) -> Result<
         .into_response())
 }
 
-/// Why an import cannot be undone now, if it cannot.
+/// Why an import cannot be undone, if that is known without the store (which also refuses
+/// a run a live worker holds).
 pub fn undo_refusal(info: &ImportInfo) -> Option<ApiError> {
     let (en, ru) = if info.dry_run {
         ("a dry run created nothing to undo", "пробный прогон ничего не создал, отменять нечего")
     } else {
         match info.status.as_str() {
-            "running" => ("the import is still running", "импорт ещё идёт"),
-            "undone" => ("the import is already undone", "импорт уже отменён"),
+            // A running import is refused by the store unless its worker has stopped (killed).
+            "undone" | "undoing" => ("the import is already undone", "импорт уже отменён"),
             _ => return None,
         }
     };
     Some(ApiError::Conflict { code: "cannot_undo", en: en.into(), ru: ru.into() })
+}
+
+/// The store refuses an undo it cannot take (a worker holds the run, or it was just undone).
+pub fn undo_error(e: voronka_store::StoreError) -> ApiError {
+    match e {
+        voronka_store::StoreError::Invalid(_) => ApiError::Conflict {
+            code: "cannot_undo",
+            en: "the import is running or already undone".into(),
+            ru: "импорт ещё идёт или уже отменён".into(),
+        },
+        e => e.into(),
+    }
 }
 
 /// `POST /api/v1/imports/{id}/undo`: removes the leads the import created (those nobody has
@@ -266,6 +279,6 @@ pub async fn undo(State(st): State<AppState>, headers: HeaderMap, Path(id): Path
     if let Some(e) = undo_refusal(&info) {
         return Err(e);
     }
-    let r = st.store.undo_import(id, &actor).await?;
+    let r = st.store.undo_import(id, &actor).await.map_err(undo_error)?;
     Ok(Json(json!({ "id": id, "removed": r.removed, "kept": r.kept, "repeats_removed": r.repeats_removed })))
 }

@@ -23,6 +23,8 @@ use voronka_store::intake::{ImportMark, IntakeCommand, IntakeError, IntakeOutcom
 
 pub use read::ReadError;
 
+use crate::api::export::neutralise;
+
 /// A worker that has not reported for this long has stopped; another may take its import.
 pub const LEASE: Duration = Duration::from_secs(10);
 /// Rows submitted to the intake at once: enough to fill its group commits.
@@ -122,6 +124,8 @@ pub fn effective_mapping(headers: &[String], saved: &Map<String, Value>, overrid
             .and_then(Value::as_str)
             .map(str::to_string)
             .unwrap_or_else(|| default_form_name(&column_key(h)));
+        // A file's visitor ids would pull the site's anonymous history into imported leads.
+        let target = if target == "visitor_id" { String::new() } else { target };
         out.insert(h.clone(), Value::String(target));
     }
     out
@@ -292,11 +296,20 @@ pub async fn run(
 ) -> Result<ImportInfo, ImportError> {
     let id = p.info.id;
     match run_rows(store, p, worker, on_progress).await {
-        Ok(()) => Ok(store.finish_import(id, None).await?),
+        Ok(()) => Ok(store.finish_import(id, worker, None).await?),
+        // The database or the intake is unavailable (often: the process is stopping): the run
+        // stays open for the next worker (a restarted server, or the same command again).
+        Err(e @ (ImportError::Store(_) | ImportError::Intake(_))) => {
+            tracing::warn!(import = %id, error = %format!("{e:#}"), "import interrupted; it resumes when started again");
+            let _ = store.release_import(id, worker).await;
+            Err(e)
+        }
+        // Another worker took the run over: it is theirs to finish.
+        Err(e @ ImportError::Busy(_)) => Err(e),
         Err(e) => {
             let msg = e.to_string();
             tracing::error!(import = %id, error = %msg, "import stopped");
-            let _ = store.finish_import(id, Some(&msg)).await;
+            let _ = store.finish_import(id, worker, Some(&msg)).await;
             Err(e)
         }
     }
@@ -316,7 +329,9 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     let mut pending_forecast: Vec<(i64, NewLead)> = Vec::new();
     let mut in_flight = FuturesUnordered::new();
     let mut last = Instant::now();
-    store.import_progress(id, worker, Some(total as i64), processed as i64, &counts).await?;
+    if !store.import_progress(id, worker, Some(total as i64), processed as i64, &counts).await? {
+        return Err(ImportError::Busy(id));
+    }
 
     for row in sheet {
         let (row_no, cells) = row?;
@@ -364,7 +379,9 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
         if last.elapsed() >= PROGRESS_EVERY {
             last = Instant::now();
             store.record_import_rows(id, &std::mem::take(&mut rejected)).await?;
-            store.import_progress(id, worker, None, processed as i64, &counts).await?;
+            if !store.import_progress(id, worker, None, processed as i64, &counts).await? {
+                return Err(ImportError::Busy(id));
+            }
             on_progress(Progress { processed, total, counts });
         }
     }
@@ -468,6 +485,8 @@ pub async fn report_csv(store: &Store, id: Uuid, ru: bool) -> Result<Vec<u8>, Im
             };
             let lead = r.lead_id.map(|l| l.to_string()).unwrap_or_default();
             let row = r.row_no.to_string();
+            // Field names come from the file's headers: no formulas for the spreadsheet to run.
+            let (fields, messages) = (neutralise(fields), neutralise(messages));
             w.write_record([row.as_str(), r.outcome.as_str(), lead.as_str(), reason.as_str(), fields.as_str(), messages.as_str()])
                 .map_err(bad)?;
         }
@@ -501,6 +520,13 @@ mod tests {
         let hand: Map<String, Value> = serde_json::from_value(json!({"Имя": "name", "Тел": ""})).unwrap();
         let m = effective_mapping(&h, &saved, &hand);
         assert_eq!(Value::Object(m), json!({"Тел": "", "Моб": "phone", "Имя": "name"}));
+    }
+
+    #[test]
+    fn a_file_s_visitor_ids_are_not_taken_for_the_site_s() {
+        let h = vec!["visitor_id".to_string(), "_vid".to_string()];
+        let m = effective_mapping(&h, &Map::new(), &Map::new());
+        assert_eq!(Value::Object(m), json!({"visitor_id": "", "_vid": ""}));
     }
 
     #[test]

@@ -297,6 +297,7 @@ pub const TEXTS: &[(&str, &str, &str)] = &[
     ("import.status.done", "Done", "Готово"),
     ("import.status.failed", "Interrupted (resumes)", "Прерван (продолжится)"),
     ("import.status.undone", "Undone", "Отменён"),
+    ("import.status.undoing", "Undoing", "Отменяется"),
     ("import.created", "New", "Новых"),
     ("import.repeats", "Repeat", "Повторных"),
     ("import.returned", "Returning", "Вернувшихся"),

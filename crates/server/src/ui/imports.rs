@@ -46,7 +46,7 @@ async fn page(st: &AppState, v: &Viewer, c: Chrome, status: StatusCode) -> Page 
                 Some(t) if t > 0 => (info.processed * 100 / t).clamp(0, 100),
                 _ => 0,
             },
-            undoable: undo_refusal(&info).is_none(),
+            undoable: undo_refusal(&info).is_none() && info.status != "running",
             info,
         })
         .collect();
@@ -92,6 +92,10 @@ pub async fn undo(State(st): State<AppState>, Extension(v): Extension<Viewer>, P
         let c = Chrome::new(&v, "settings", Tr(v.lang).get("settings.import")).with_error(&err);
         return page(&st, &v, c, err.status()).await;
     }
-    st.store.undo_import(id, &v.actor()).await.map_err(|e| UiError::new(e, &v))?;
+    if let Err(e) = st.store.undo_import(id, &v.actor()).await {
+        let err = crate::api::imports::undo_error(e);
+        let c = Chrome::new(&v, "settings", Tr(v.lang).get("settings.import")).with_error(&err);
+        return page(&st, &v, c, err.status()).await;
+    }
     Ok(done("/settings/import", "import_undone").into_response())
 }
