@@ -170,7 +170,7 @@ pub async fn prepare(store: &Store, req: ImportRequest, worker: &str) -> Result<
     check_mapping(&req.mapping)?;
     let hash = hex(&Sha256::digest(&req.bytes));
     let file = if req.keep_file { Some(req.bytes.clone()) } else { None };
-    let sheet = read::open(req.bytes, &req.file_name)?;
+    let sheet = open_blocking(req.bytes, req.file_name.clone()).await?;
     let saved = match store.import_mapping(&source).await? {
         Some(Value::Object(m)) => m,
         _ => Map::new(),
@@ -232,7 +232,7 @@ pub async fn prepare_kept(store: &Store, id: Uuid, region: PhoneRegion, worker: 
     if !store.claim_import(id, worker, stale).await? {
         return Ok(None);
     }
-    let sheet = read::open(Bytes::from(file), &info.file_name)?;
+    let sheet = open_blocking(Bytes::from(file), info.file_name.clone()).await?;
     let mapping = match &info.mapping.0 {
         Value::Object(m) => m.clone(),
         _ => Map::new(),
@@ -240,6 +240,14 @@ pub async fn prepare_kept(store: &Store, id: Uuid, region: PhoneRegion, worker: 
     let defaults = IntakeDefaults { channel: "import".into(), campaign: info.campaign.clone(), region };
     let source = info.source.clone();
     Ok(Some(Prepared { info, sheet, mapping, defaults, source, resumed: true }))
+}
+
+/// Decoding and the counting pass take a second for a large file: off the async workers.
+async fn open_blocking(bytes: Bytes, name: String) -> Result<read::Sheet, ImportError> {
+    tokio::task::spawn_blocking(move || read::open(bytes, &name))
+        .await
+        .map_err(|e| ImportError::Store(voronka_store::StoreError::Other(anyhow::anyhow!("reading the file stopped: {e}"))))?
+        .map_err(ImportError::from)
 }
 
 fn hex(b: &[u8]) -> String {

@@ -224,24 +224,53 @@ fn cell_text(d: &Data) -> String {
     }
 }
 
+/// Columns read from a sheet; cells further right are ignored.
+const XLSX_MAX_COLUMNS: u32 = 256;
+/// Non-empty cells read from a sheet at most (memory stays bounded whatever the file claims).
+const XLSX_MAX_CELLS: usize = 20_000_000;
+
 fn open_xlsx(bytes: Bytes) -> Result<Sheet, ReadError> {
     let bad = |e: String| ReadError::new(format!("the XLSX file cannot be read: {e}"), format!("файл XLSX не читается: {e}"));
     let mut book: Xlsx<_> = Xlsx::new(Cursor::new(bytes)).map_err(|e| bad(e.to_string()))?;
-    let range = match book.worksheet_range_at(0) {
-        Some(r) => r.map_err(|e| bad(e.to_string()))?,
-        None => return Err(ReadError::new("the workbook has no sheets", "в книге нет листов")),
+    let Some(first) = book.sheet_names().first().cloned() else {
+        return Err(ReadError::new("the workbook has no sheets", "в книге нет листов"));
     };
-    let first_row = range.start().map(|(r, _)| r as i64).unwrap_or(0);
-    let mut rows = range.rows().enumerate().map(|(i, r)| (first_row + i as i64 + 1, r.iter().map(cell_text).collect::<Vec<_>>()));
-    let headers = loop {
-        match rows.next() {
-            Some((_, cells)) if cells.iter().all(String::is_empty) => continue,
-            Some((_, cells)) => break cells,
-            None => return Err(ReadError::new("the first sheet is empty", "первый лист пуст")),
+    // Cells one by one rather than the sheet's whole rectangle: a file may claim a huge
+    // sheet with two cells in opposite corners.
+    let mut by_row: std::collections::BTreeMap<u32, Vec<(u32, String)>> = Default::default();
+    let mut cells = 0usize;
+    let mut reader = book.worksheet_cells_reader(&first).map_err(|e| bad(e.to_string()))?;
+    while let Some(cell) = reader.next_cell().map_err(|e| bad(e.to_string()))? {
+        let (r, c) = cell.get_position();
+        if c >= XLSX_MAX_COLUMNS {
+            continue;
         }
+        let text = cell_text(&Data::from(cell.get_value().clone()));
+        if text.is_empty() {
+            continue;
+        }
+        cells += 1;
+        if cells > XLSX_MAX_CELLS {
+            return Err(ReadError::new(
+                format!("the sheet has more than {XLSX_MAX_CELLS} filled cells: split the file"),
+                format!("на листе больше {XLSX_MAX_CELLS} заполненных ячеек: разделите файл"),
+            ));
+        }
+        by_row.entry(r).or_default().push((c, text));
+    }
+    let mut rows = by_row.into_iter().map(|(r, cells)| {
+        let width = cells.iter().map(|(c, _)| *c + 1).max().unwrap_or(0) as usize;
+        let mut out = vec![String::new(); width];
+        for (c, t) in cells {
+            out[c as usize] = t;
+        }
+        (r as i64 + 1, out)
+    });
+    let Some((_, headers)) = rows.next() else {
+        return Err(ReadError::new("the first sheet is empty", "первый лист пуст"));
     };
     check_headers(&headers)?;
-    let data: Vec<Row> = rows.filter(|(_, cells)| !cells.iter().all(String::is_empty)).collect();
+    let data: Vec<Row> = rows.collect();
     Ok(Sheet {
         format: Format::Xlsx,
         encoding: "UTF-8",
@@ -297,5 +326,17 @@ mod tests {
     fn old_excel_files_and_empty_headers_are_refused_with_a_reason() {
         assert!(open(Bytes::from_static(&[0xD0, 0xCF, 0x11, 0xE0, 0, 0]), "a.xls").err().unwrap().ru.contains("xlsx"));
         assert!(open(Bytes::from(",,\n1,2,3\n"), "a.csv").is_err());
+    }
+
+    #[test]
+    fn a_sheet_claiming_a_huge_rectangle_reads_only_its_cells() {
+        let mut book = rust_xlsxwriter::Workbook::new();
+        let sheet = book.add_worksheet();
+        sheet.write_string(0, 0, "Phone").unwrap();
+        sheet.write_string(1, 0, "+79215551234").unwrap();
+        sheet.write_string(1_048_575, 16_383, "far away").unwrap();
+        let s = open(Bytes::from(book.save_to_buffer().unwrap()), "x.xlsx").unwrap();
+        assert_eq!(s.headers, ["Phone"]);
+        assert_eq!(rows(s), vec![(2, vec!["+79215551234".to_string()])]);
     }
 }
