@@ -9,6 +9,7 @@ pub mod lead;
 pub mod schedule;
 pub mod scoring;
 pub mod status;
+pub mod webhook;
 pub mod workflow;
 
 pub use clock::{Clock, SystemClock, TestClock};
