@@ -84,6 +84,10 @@ struct ServeArgs {
     /// Mark the UI's session cookie Secure: the site is served over HTTPS.
     #[arg(long, env = "VORONKA_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Let outbound webhooks reach loopback addresses (local development and tests only;
+    /// private, link-local and other internal addresses stay refused).
+    #[arg(long, env = "VORONKA_WEBHOOK_ALLOW_LOOPBACK")]
+    webhook_allow_loopback: bool,
     /// Database connections in the pool.
     #[arg(long, env = "VORONKA_DB_CONNECTIONS", default_value_t = 16)]
     db_connections: u32,
@@ -334,6 +338,7 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
         form_rate_per_minute: args.form_rate_per_minute,
         trust_forwarded_for: args.trust_forwarded_for,
         secure_cookies: args.secure_cookies,
+        webhook_allow_loopback: args.webhook_allow_loopback,
         ..AppConfig::default()
     };
     let state = AppState::new(store.clone(), app_cfg);

@@ -35,6 +35,8 @@ pub enum ApiError {
     /// A scoring model with problems, each named by its rule or setting.
     InvalidModel(voronka_domain::scoring::ModelErrors),
     UnknownSiteKey,
+    /// 401 for an inbound webhook: `signature_required`, `invalid_signature` or `stale_signature`.
+    Signature(&'static str),
     OriginNotAllowed,
     /// 409 with a code and a text in both languages.
     Conflict {
@@ -71,6 +73,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ContactRequired(_) | ApiError::InvalidFields(_) | ApiError::InvalidModel(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::UnknownSiteKey => StatusCode::UNAUTHORIZED,
+            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Fields { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -94,6 +97,7 @@ impl ApiError {
             ApiError::InvalidFields(_) => "invalid_fields",
             ApiError::InvalidModel(_) => "invalid_model",
             ApiError::UnknownSiteKey => "unknown_site_key",
+            ApiError::Signature(code) => code,
             ApiError::Conflict { code, .. } | ApiError::Fields { code, .. } => code,
             ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::IdempotencyConflict => "idempotency_key_reused",
@@ -132,6 +136,15 @@ impl ApiError {
                 t("The scoring model has problems; each is named", "В модели скоринга есть ошибки; каждая указана")
             }
             ApiError::UnknownSiteKey => t("Unknown site key", "Неизвестный ключ сайта"),
+            ApiError::Signature("stale_signature") => t(
+                "The signature's timestamp is more than 300 seconds away from the server's clock",
+                "Метка времени подписи отличается от часов сервера больше чем на 300 секунд",
+            ),
+            ApiError::Signature("invalid_signature") => t("The signature does not match the body", "Подпись не соответствует телу запроса"),
+            ApiError::Signature(_) => t(
+                "Sign the request: X-Voronka-Timestamp and X-Voronka-Signature (HMAC-SHA256 of \"timestamp.body\")",
+                "Подпишите запрос: X-Voronka-Timestamp и X-Voronka-Signature (HMAC-SHA256 от \"timestamp.body\")",
+            ),
             ApiError::Conflict { en, ru, .. } => t(en, ru),
             ApiError::Fields { .. } => t("Some fields are invalid", "Некоторые поля заполнены неверно"),
             ApiError::OriginNotAllowed => {
@@ -263,6 +276,7 @@ impl From<voronka_store::workflow::WorkflowError> for ApiError {
                 en: format!("This {field} belongs to another lead; merge the leads instead"),
                 ru: format!("Этот {field} принадлежит другому лиду; объедините лиды"),
             },
+            W::Refused { code, en, ru } => ApiError::Conflict { code, en, ru },
             W::Store(s) => ApiError::from(s),
         }
     }

@@ -57,12 +57,30 @@ pub fn spawn_score_refresh(state: AppState, every: Duration) -> tokio::task::Joi
 /// Returns how many messages were handled.
 pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usize> {
     let items = state.store.claim_outbox(worker, 200, chrono::Duration::seconds(60)).await?;
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let subs = state.store.active_subscriptions().await?;
     let mut done = Vec::with_capacity(items.len());
     for item in &items {
+        // Outbound webhooks: one delivery per subscriber, written before the message is done.
+        if subs.iter().any(|s| s.wants(&item.topic)) {
+            let lead = match item.aggregate_id {
+                Some(id) => state.store.lead(id).await?,
+                None => None,
+            };
+            let payload = serde_json::json!({"lead_id": item.aggregate_id, "change": item.payload, "lead": lead});
+            state.store.fan_out(item, &subs, &payload).await?;
+        }
         let route = match item.topic.as_str() {
             "lead.sales_ready" => true,
             "lead.created" => match item.aggregate_id {
                 Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
+                None => false,
+            },
+            // Taken from the unsorted inbox: routed as a new lead would have been.
+            "lead.accepted" => match item.aggregate_id {
+                Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot" || l.status == "sales_ready"),
                 None => false,
             },
             _ => false,
@@ -113,6 +131,9 @@ pub fn spawn_workflow(state: AppState, every: Duration) -> tokio::task::JoinHand
                         break;
                     }
                 }
+            }
+            if let Err(e) = crate::webhooks::deliver_once(&state, &worker).await {
+                tracing::warn!(error = format!("{e:#}"), "webhook delivery pass failed");
             }
             // Timers every 10 ticks (10 s by default).
             if n.is_multiple_of(10) {

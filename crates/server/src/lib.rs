@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod ops;
 pub mod public;
 pub mod ui;
+pub mod webhooks;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
@@ -42,6 +43,9 @@ pub struct AppConfig {
     pub ui_body_limit: usize,
     /// Largest file an import upload may be (API and UI).
     pub import_limit: usize,
+    /// Let outbound webhooks reach loopback addresses (tests and local development only;
+    /// every other internal address stays refused).
+    pub webhook_allow_loopback: bool,
 }
 
 impl Default for AppConfig {
@@ -54,6 +58,7 @@ impl Default for AppConfig {
             secure_cookies: false,
             ui_body_limit: 1024 * 1024,
             import_limit: 256 * 1024 * 1024,
+            webhook_allow_loopback: false,
         }
     }
 }

@@ -51,6 +51,22 @@ impl Modify for BearerAuth {
         crate::api::users::create_token,
         crate::api::users::create_team,
         crate::api::users::teams,
+        crate::api::merge::merge,
+        crate::api::merge::merges,
+        crate::api::merge::unmerge,
+        crate::api::merge::triage_list,
+        crate::api::merge::triage,
+        crate::api::hooks::create_endpoint,
+        crate::api::hooks::list_endpoints,
+        crate::api::hooks::patch_endpoint,
+        crate::api::hooks::create_subscription,
+        crate::api::hooks::list_subscriptions,
+        crate::api::hooks::delete_subscription,
+        crate::api::hooks::deliveries,
+        crate::api::hooks::retry_delivery,
+        crate::api::hooks::channels,
+        crate::api::hooks::patch_channel,
+        crate::api::hooks::response_stats,
         crate::ops::healthz,
         crate::ops::readyz,
         crate::ops::prometheus,
@@ -66,7 +82,7 @@ impl Modify for BearerAuth {
         voronka_store::scoring::Explained,
     )),
     modifiers(&BearerAuth),
-    tags((name = "leads", description = "Lead intake and reading"), (name = "events", description = "Tracker events"), (name = "scoring", description = "The points model and scores"), (name = "workflow", description = "States, tasks, activities, routing, conversion"), (name = "users", description = "Users, teams, tokens"), (name = "settings", description = "Workflow settings"), (name = "operations", description = "Health and metrics"))
+    tags((name = "leads", description = "Lead intake and reading"), (name = "events", description = "Tracker events"), (name = "scoring", description = "The points model and scores"), (name = "workflow", description = "States, tasks, activities, routing, conversion"), (name = "users", description = "Users, teams, tokens"), (name = "webhooks", description = "Inbound endpoints (POST /hooks/{hook_key}, signed), outbound subscriptions and deliveries, channels that need triage"), (name = "settings", description = "Workflow settings"), (name = "operations", description = "Health and metrics"))
 )]
 pub struct ApiDoc;
 

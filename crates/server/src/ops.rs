@@ -37,6 +37,16 @@ pub fn record_intake(channel: &'static str, outcome: &'static str) {
     metrics::counter!("intake_outcomes_total", "endpoint" => channel, "outcome" => outcome).increment(1);
 }
 
+/// Outbound webhook attempts by result: delivered, retry, dead.
+pub fn record_webhook(result: &'static str) {
+    metrics::counter!("webhook_deliveries_total", "result" => result).increment(1);
+}
+
+/// Inbound webhook events by kind and outcome.
+pub fn record_hook(kind: &'static str, outcome: &'static str) {
+    metrics::counter!("hook_events_total", "kind" => kind, "outcome" => outcome).increment(1);
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(prometheus))
 }

@@ -15,7 +15,8 @@ use uuid::Uuid;
 use voronka_domain::assign::{Candidate, LeadFacts, choose, sla_seconds};
 
 /// Statuses from which routing takes a lead.
-const ROUTABLE: &str = "('new', 'nurturing', 'sales_ready', 'postponed')";
+/// Used as `status IN {ROUTABLE}`: open, unowned-able states, and not waiting for triage.
+const ROUTABLE: &str = "('new', 'nurturing', 'sales_ready', 'postponed') AND triage IS NULL";
 /// Statuses of leads that count against a person's capacity.
 const OPEN_WORK: &str = "('assigned', 'in_progress', 'qualified', 'postponed')";
 

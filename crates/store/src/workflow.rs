@@ -27,6 +27,9 @@ pub enum WorkflowError {
     Invalid { field: String, en: String, ru: String },
     #[error("the lead is already converted")]
     AlreadyConverted,
+    /// 409: the change conflicts with the lead's state (code and texts in both languages).
+    #[error("{en}")]
+    Refused { code: &'static str, en: String, ru: String },
     #[error("{field} belongs to another lead")]
     ContactTaken { field: String, lead_id: Uuid },
     #[error(transparent)]
@@ -37,6 +40,10 @@ impl From<sqlx::Error> for WorkflowError {
     fn from(e: sqlx::Error) -> Self {
         WorkflowError::Store(StoreError::Db(e))
     }
+}
+
+pub(crate) fn refused(code: &'static str, en: &str, ru: &str) -> WorkflowError {
+    WorkflowError::Refused { code, en: en.into(), ru: ru.into() }
 }
 
 pub(crate) fn invalid(field: &str, en: &str, ru: &str) -> WorkflowError {

@@ -2,8 +2,10 @@
 
 pub mod events;
 pub mod export;
+pub mod hooks;
 pub mod imports;
 pub mod leads;
+pub mod merge;
 pub mod scoring;
 pub mod users;
 pub mod workflow;
@@ -45,6 +47,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/leads/{id}/score", get(scoring::lead_score))
         .route("/api/v1/events", axum::routing::post(events::submit).options(events::preflight))
         .route("/api/v1/scoring/model", get(scoring::get_model).put(scoring::put_model))
+        .route("/api/v1/leads/{id}/merge", axum::routing::post(merge::merge))
+        .route("/api/v1/leads/{id}/merges", get(merge::merges))
+        .route("/api/v1/merges/{id}/undo", axum::routing::post(merge::unmerge))
+        .route("/api/v1/triage", get(merge::triage_list))
+        .route("/api/v1/leads/{id}/triage", axum::routing::post(merge::triage))
+        .route("/api/v1/channels", get(hooks::channels))
+        .route("/api/v1/channels/{code}", axum::routing::patch(hooks::patch_channel))
+        .route("/api/v1/hooks", get(hooks::list_endpoints).post(hooks::create_endpoint))
+        .route("/api/v1/hooks/{id}", axum::routing::patch(hooks::patch_endpoint))
+        .route("/api/v1/webhooks", get(hooks::list_subscriptions).post(hooks::create_subscription))
+        .route("/api/v1/webhooks/deliveries", get(hooks::deliveries))
+        .route("/api/v1/webhooks/deliveries/{id}/retry", axum::routing::post(hooks::retry_delivery))
+        .route("/api/v1/webhooks/{id}", axum::routing::delete(hooks::delete_subscription))
+        .route("/api/v1/analytics/responses", get(hooks::response_stats))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
 }
 

@@ -1,6 +1,7 @@
 //! Public endpoints that sites post to without a token.
 
 pub mod forms;
+pub mod hooks;
 pub mod tracker;
 
 use crate::AppState;
@@ -21,4 +22,5 @@ pub fn routes() -> Router<AppState> {
         )
         .layer(cors)
         .route("/t.js", axum::routing::get(tracker::script))
+        .route("/hooks/{hook_key}", post(hooks::receive))
 }

@@ -222,6 +222,14 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
     // 4. Write, in a fixed order of tables and keys so that concurrent writers cannot deadlock.
     if !new_leads.is_empty() {
         tx.insert_leads(&new_leads).await?;
+        // Leads of channels that need triage wait in the unsorted inbox (not routed).
+        let triage = tx.triage_channels().await?;
+        if !triage.is_empty() {
+            let ids: Vec<Uuid> = new_leads.iter().filter(|l| triage.iter().any(|c| *c == l.lead.channel)).map(|l| l.id).collect();
+            if !ids.is_empty() {
+                tx.mark_triage(&ids).await?;
+            }
+        }
     }
     if !changes.new.is_empty() {
         let rows: Vec<(&str, Uuid)> = changes.new.iter().map(|(k, v)| (k.as_str(), *v)).collect();

@@ -473,6 +473,9 @@ trait IntakeTx: Sized {
     async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError>;
     async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError>;
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError>;
+    /// Channels whose new leads wait in the unsorted inbox for triage.
+    async fn triage_channels(&mut self) -> Result<Vec<String>, BatchError>;
+    async fn mark_triage(&mut self, ids: &[Uuid]) -> Result<(), BatchError>;
     /// Moves the visitor's anonymous events to the lead; returns them.
     async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError>;
     async fn insert_events(&mut self, rows: &[EventInsert<'_>]) -> Result<(), BatchError>;

@@ -179,6 +179,15 @@ impl IntakeTx for Transaction<'_, Postgres> {
         Ok(())
     }
 
+    async fn triage_channels(&mut self) -> Result<Vec<String>, BatchError> {
+        Ok(sqlx::query_scalar("SELECT code FROM channels WHERE needs_triage").fetch_all(&mut **self).await?)
+    }
+
+    async fn mark_triage(&mut self, ids: &[Uuid]) -> Result<(), BatchError> {
+        sqlx::query("UPDATE leads SET triage = 'pending' WHERE id = ANY($1)").bind(ids).execute(&mut **self).await?;
+        Ok(())
+    }
+
     async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
         Ok(sqlx::query_as("UPDATE events SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL RETURNING at, kind, data")
             .bind(lead_id)

@@ -339,6 +339,20 @@ impl IntakeTx for Tx<'_> {
         Ok(())
     }
 
+    async fn triage_channels(&mut self) -> Result<Vec<String>, BatchError> {
+        let mut stmt = self.0.prepare_cached("SELECT code FROM channels WHERE needs_triage = 1")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    async fn mark_triage(&mut self, ids: &[Uuid]) -> Result<(), BatchError> {
+        let mut stmt = self.0.prepare_cached("UPDATE leads SET triage = 'pending' WHERE id = ?1")?;
+        for id in ids {
+            stmt.execute(rusqlite::params![id])?;
+        }
+        Ok(())
+    }
+
     async fn join_visitor_events(&mut self, visitor_id: &str, lead_id: Uuid) -> Result<Vec<StoredEvent>, BatchError> {
         let mut stmt =
             self.0.prepare_cached("UPDATE events SET lead_id = ?1 WHERE visitor_id = ?2 AND lead_id IS NULL RETURNING at, kind, data")?;
