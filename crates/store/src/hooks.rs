@@ -293,7 +293,10 @@ impl Store {
         let id = Uuid::now_v7();
         let secret = crate::random_key("", 32);
         let now = self.now();
-        let events = serde_json::to_string(events).map_err(anyhow::Error::from)?;
+        let mut events = events.to_vec();
+        events.sort();
+        events.dedup();
+        let events = serde_json::to_string(&events).map_err(anyhow::Error::from)?;
         with_write!(&self.db, p => {
             sqlx::query("INSERT INTO webhook_subscriptions (id, name, url, events, secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(id).bind(name).bind(url).bind(events).bind(&secret).bind(now).execute(p).await?;

@@ -283,6 +283,13 @@ impl Store {
         Ok(())
     }
 
+    /// The lead that answers for a normalised contact (`Phone::identity()`…), if any.
+    pub async fn lead_of_identity(&self, ident: &str) -> Result<Option<Uuid>, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_scalar("SELECT lead_id FROM identities WHERE ident = $1").bind(ident).fetch_optional(p).await?
+        }))
+    }
+
     pub async fn merge(&self, id: Uuid) -> Result<Option<MergeInfo>, StoreError> {
         let sql = format!("SELECT {MERGE_COLUMNS} FROM merges WHERE id = $1");
         Ok(with_read!(&self.db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(p).await?))

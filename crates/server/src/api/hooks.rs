@@ -192,11 +192,8 @@ pub async fn create_subscription(
     require_role(&t, ADMINS)?;
     let spec: SubscriptionSpec = json_body(body)?;
     check_subscription(&st, &spec).await?;
-    let mut events = spec.events.clone();
-    events.sort();
-    events.dedup();
     let name = spec.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or(spec.url.trim());
-    let sub = st.store.create_subscription(name, spec.url.trim(), &events).await?;
+    let sub = st.store.create_subscription(name, spec.url.trim(), &spec.events).await?;
     Ok((StatusCode::CREATED, axum::Json(sub)))
 }
 

@@ -112,6 +112,18 @@ struct CardPage {
     convert: ConvertForm,
     now_local: String,
     edit_phone: String,
+    can_merge: bool,
+    merges: Vec<MergeView>,
+}
+
+/// A line of the card's merge log.
+pub struct MergeView {
+    pub id: Uuid,
+    /// "merged into this lead" or "merged into another lead".
+    pub text: &'static str,
+    pub other_id: Uuid,
+    pub at: String,
+    pub undone: String,
 }
 
 fn text(v: &Option<String>) -> String {
@@ -171,6 +183,14 @@ fn describe(i: &TimelineItem, t: Tr, v: &Viewer, names: &HashMap<Uuid, String>, 
             }
             t.get(&format!("activity.{}", i.kind)).to_string()
         }
+        "merged" | "merged_into" | "unmerged" => {
+            for k in ["merged_id", "survivor_id", "other_id"] {
+                if let Some(x) = s(k) {
+                    detail.push(x);
+                }
+            }
+            t.get(&format!("event.{}", i.kind)).to_string()
+        }
         "task_created" | "task_done" => {
             detail.extend(s("title"));
             if let Some(r) = s("result") {
@@ -210,6 +230,7 @@ async fn load(st: &AppState, v: &Viewer, id: Uuid, convert: Option<ConvertForm>)
     let script = st.store.script_for(&lead).await.map_err(e)?;
     let reasons = st.store.reasons(None).await.map_err(e)?;
     let status: Option<LeadStatus> = lead.status.parse().ok();
+    let merges = st.store.merges_of(id).await.map_err(e)?;
 
     let contacts: Vec<Line> = [
         lead.phone.as_deref().map(|p| Line { label: t.get("lead.phone"), value: fmt::phone(p) }),
@@ -348,6 +369,20 @@ async fn load(st: &AppState, v: &Viewer, id: Uuid, convert: Option<ConvertForm>)
         convert,
         now_local: fmt::input_value(now, v.tz),
         edit_phone: lead.phone.as_deref().map(fmt::phone).unwrap_or_default(),
+        can_merge: lead.status != "converted",
+        merges: merges
+            .into_iter()
+            .map(|m| {
+                let into_this = m.survivor_id == lead.id;
+                MergeView {
+                    id: m.id,
+                    text: t.get(if into_this { "merge.into_this" } else { "merge.into_other" }),
+                    other_id: if into_this { m.merged_id } else { m.survivor_id },
+                    at: fmt::local(m.created_at, v.tz, v.lang),
+                    undone: m.undone_at.map(|u| fmt::local(u, v.tz, v.lang)).unwrap_or_default(),
+                }
+            })
+            .collect(),
         lead,
     })
 }
@@ -572,4 +607,50 @@ pub async fn convert(State(st): State<AppState>, Extension(v): Extension<Viewer>
         Ok(_) => Ok(done(&format!("/leads/{id}"), "lead_converted")),
         Err(e) => refused(&st, &v, id, ApiError::from(e), Some(form)).await,
     }
+}
+
+/// The lead a person means by an id, a phone, an e-mail or a messenger handle.
+pub async fn resolve_lead(st: &AppState, raw: &str, field: &str) -> Result<Uuid, ApiError> {
+    let raw = raw.trim();
+    if let Ok(id) = Uuid::parse_str(raw) {
+        return Ok(id);
+    }
+    let ident = voronka_domain::Phone::parse(raw, st.cfg.region)
+        .map(|p| p.identity())
+        .or_else(|| voronka_domain::Email::parse(raw).map(|e| e.identity()))
+        .or_else(|| if raw.starts_with('@') { voronka_domain::Messenger::parse(raw, st.cfg.region).map(|m| m.identity()) } else { None });
+    let found = match ident {
+        Some(i) => st.store.lead_of_identity(&i).await?,
+        None => None,
+    };
+    found.ok_or_else(|| ApiError::field(field, "no lead with this id, phone or e-mail", "нет лида с таким id, телефоном или e-mail"))
+}
+
+/// Merges another lead (named by id, phone or e-mail) into this one.
+pub async fn merge(State(st): State<AppState>, Extension(v): Extension<Viewer>, Path(id): Path<String>, body: Bytes) -> Page {
+    let id = id_of(&v, &id)?;
+    let f = FormData::parse(&body);
+    let other = match resolve_lead(&st, f.get("other").unwrap_or(""), "other").await {
+        Ok(o) => o,
+        Err(e) => return refused(&st, &v, id, e, None).await,
+    };
+    let r = st.store.merge_leads(id, other, &v.actor(), &v.access()).await;
+    let r = r.map_err(|e| match e {
+        voronka_store::workflow::WorkflowError::Invalid { en, ru, .. } => {
+            ApiError::Fields { code: "invalid_fields", fields: vec![("other".into(), en, ru)] }
+        }
+        other => other.into(),
+    });
+    match r {
+        Ok(_) => Ok(done(&format!("/leads/{id}"), "leads_merged")),
+        Err(e) => refused(&st, &v, id, e, None).await,
+    }
+}
+
+/// Splits a merge back into its two leads.
+pub async fn unmerge(State(st): State<AppState>, Extension(v): Extension<Viewer>, Path(id): Path<String>) -> Page {
+    let id = id_of(&v, &id)?;
+    let m = st.store.merge(id).await.map_err(|e| UiError::new(e, &v))?.ok_or_else(|| UiError::new(ApiError::NotFound, &v))?;
+    try_or_card!(&st, &v, m.survivor_id, st.store.unmerge(id, &v.actor(), &v.access()).await);
+    Ok(done(&format!("/leads/{}", m.survivor_id), "leads_unmerged"))
 }

@@ -3,11 +3,14 @@
 //! without a reload.
 
 use super::i18n::{CHANNELS, Tr};
-use super::{Chrome, Page, UiError, Viewer, fmt, render};
+use super::{Chrome, FormData, Page, UiError, Viewer, fmt, render};
 use crate::AppState;
 use crate::api::leads::parse_list_query;
+use crate::error::ApiError;
 use askama::Template;
 use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use std::collections::HashMap;
@@ -82,6 +85,9 @@ struct InboxPage {
     export_query: String,
     next_url: Option<String>,
     first_url: Option<String>,
+    /// The unsorted tab: requests of channels that need triage, with their actions.
+    triage: Vec<Row>,
+    junk_reasons: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -184,17 +190,37 @@ async fn rows_of(st: &AppState, v: &Viewer, page: &LeadPage) -> Result<Vec<Row>,
 }
 
 pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, RawQuery(raw): RawQuery) -> Page {
-    let q = Query::parse(raw.as_deref());
+    inbox_page(&st, &v, raw.as_deref(), None).await
+}
+
+async fn inbox_page(st: &AppState, v: &Viewer, raw: Option<&str>, error: Option<ApiError>) -> Page {
+    let (st, v) = (st.clone(), v.clone());
+    let q = Query::parse(raw);
     let page = q.load(&st, &v).await?;
     let rows = rows_of(&st, &v, &page).await?;
     let t = Tr(v.lang);
     let view = q.view();
-    let done = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
+    let done = serde_urlencoded::from_str::<Vec<(String, String)>>(raw.unwrap_or(""))
         .unwrap_or_default()
         .into_iter()
         .find(|(k, _)| k == "done")
         .map(|(_, v)| v);
-    let c = Chrome::new(&v, "inbox", t.get("nav.inbox")).with_flash(done.as_deref());
+    let mut c = Chrome::new(&v, "inbox", t.get("nav.inbox")).with_flash(done.as_deref());
+    if let Some(e) = &error {
+        c = c.with_error(e);
+    }
+    let (triage, junk_reasons) = if q.tab == "unsorted" {
+        let names = user_names(&st, &v).await?;
+        let now = st.store.clock().now();
+        let leads = st.store.triage_leads(&v.access(), 100).await.map_err(|e| UiError::new(e, &v))?;
+        let reasons = st.store.reasons(Some("junk")).await.map_err(|e| UiError::new(e, &v))?;
+        (
+            leads.iter().map(|l| Row::of(l, &v, &names, now)).collect(),
+            reasons.into_iter().filter(|r| r.active).map(|r| (r.code.clone(), t.reason_label(&r.code))).collect(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let p = InboxPage {
         statuses: LeadStatus::ALL.iter().map(|s| (s.as_str(), t.get(&format!("status.{}", s.as_str())))).collect(),
         channels: CHANNELS.iter().map(|ch| (*ch, t.channel(ch))).collect(),
@@ -204,6 +230,8 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         export_query: view.clone(),
         next_url: page.next_cursor.as_ref().map(|cur| format!("/inbox?{view}&cursor={}", super::session::urlencode(cur))),
         first_url: q.cursor.is_some().then(|| format!("/inbox?{view}")),
+        triage,
+        junk_reasons,
         tab: q.tab,
         q: q.q,
         status: q.status,
@@ -212,7 +240,39 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         sort: q.sort,
         c,
     };
-    Ok(render(StatusCode::OK, &p))
+    Ok(render(error.as_ref().map(ApiError::status).unwrap_or(StatusCode::OK), &p))
+}
+
+/// One action on a request in the unsorted inbox: accept, decline (junk with a reason) or
+/// link to the person's existing lead (named by id, phone or e-mail).
+pub async fn triage(State(st): State<AppState>, Extension(v): Extension<Viewer>, Path(id): Path<String>, body: Bytes) -> Page {
+    let id = crate::api::uuid_path(&id).map_err(|e| UiError::new(e, &v))?;
+    let f = FormData::parse(&body);
+    let (actor, access) = (v.actor(), v.access());
+    let r: Result<(), ApiError> = match f.get("action").unwrap_or("") {
+        "accept" => st.store.triage_accept(id, &actor, &access).await.map(|_| ()).map_err(ApiError::from),
+        "decline" => st
+            .store
+            .triage_decline(id, f.get("reason").filter(|r| !r.is_empty()), &actor, &access)
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from),
+        "link" => match super::card::resolve_lead(&st, f.get("other").unwrap_or(""), "other").await {
+            Ok(other) => st.store.triage_link(id, other, &actor, &access).await.map(|_| ()).map_err(|e| match e {
+                voronka_store::workflow::WorkflowError::Invalid { en, ru, .. } => {
+                    ApiError::Fields { code: "invalid_fields", fields: vec![("other".into(), en, ru)] }
+                }
+                other => other.into(),
+            }),
+            Err(e) => Err(e),
+        },
+        _ => Err(ApiError::field("action", "use accept, decline or link", "допустимо accept, decline или link")),
+    };
+    match r {
+        Ok(()) => Ok(super::done("/inbox?tab=unsorted", "triage_done")),
+        Err(ApiError::NotFound) => Err(UiError::new(ApiError::NotFound, &v)),
+        Err(e) => inbox_page(&st, &v, Some("tab=unsorted"), Some(e)).await,
+    }
 }
 
 /// The first page's rows, for the inbox to refresh itself.

@@ -19,6 +19,7 @@ mod kanban;
 pub mod session;
 mod settings;
 mod tasks;
+mod webhooks;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -51,6 +52,9 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/leads/{id}/edit", post(card::edit))
         .route("/leads/{id}/assign", post(card::assign))
         .route("/leads/{id}/convert", post(card::convert))
+        .route("/leads/{id}/merge", post(card::merge))
+        .route("/leads/{id}/triage", post(inbox::triage))
+        .route("/merges/{id}/undo", post(card::unmerge))
         .route("/tasks", get(tasks::page))
         .route("/tasks/{id}/done", post(tasks::complete))
         .route("/kanban", get(kanban::page))
@@ -72,6 +76,13 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/settings/import/{id}/report.csv", get(imports::report))
         .route("/settings/import/{id}/undo", post(imports::undo))
         .route("/settings/tokens", get(settings::tokens).post(settings::create_token))
+        .route("/settings/webhooks", get(webhooks::page))
+        .route("/settings/webhooks/channels", post(webhooks::save_channels))
+        .route("/settings/webhooks/endpoints", post(webhooks::create_endpoint))
+        .route("/settings/webhooks/endpoints/{id}/{action}", post(webhooks::endpoint_action))
+        .route("/settings/webhooks/subscriptions", post(webhooks::create_subscription))
+        .route("/settings/webhooks/subscriptions/{id}/delete", post(webhooks::delete_subscription))
+        .route("/settings/webhooks/deliveries/{id}/retry", post(webhooks::retry_delivery))
         .route("/settings/tokens/{id}/revoke", post(settings::revoke_token))
         .route("/me/lang", post(auth::set_lang))
         .route("/logout", post(auth::logout))

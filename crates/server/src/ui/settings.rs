@@ -27,7 +27,7 @@ use voronka_store::{Form, FormSpec, SCOPES, Site};
 
 const SOURCES: &[&str] = &["admin", "marketer"];
 const WORKFLOW: &[&str] = &["admin", "head_of_sales"];
-const ADMIN: &[&str] = &["admin"];
+pub(super) const ADMIN: &[&str] = &["admin"];
 
 pub(super) fn allow(v: &Viewer, roles: &[&str]) -> Result<(), UiError> {
     if v.is(roles) { Ok(()) } else { Err(UiError::new(ApiError::Forbidden("admin"), v)) }
@@ -57,6 +57,7 @@ pub(super) fn tabs(v: &Viewer, on: &str) -> Vec<Tab> {
         ("/settings/reasons", "settings.reasons", WORKFLOW),
         ("/settings/users", "settings.users", WORKFLOW),
         ("/settings/import", "settings.import", super::imports::IMPORTERS),
+        ("/settings/webhooks", "settings.webhooks", ADMIN),
         ("/settings/tokens", "settings.tokens", ADMIN),
     ]
     .into_iter()
@@ -73,7 +74,7 @@ pub async fn index(Extension(v): Extension<Viewer>) -> Page {
 }
 
 /// The address sites reach this server at, for embed codes.
-fn base_url(st: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn base_url(st: &AppState, headers: &HeaderMap) -> String {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost:8080");
     let scheme = if super::session::is_https(st, headers) { "https" } else { "http" };
     format!("{scheme}://{host}")
