@@ -564,3 +564,29 @@ async fn users_are_managed_by_admins_and_checked() {
     app.store.update_user(m.id, &UserSpec { active: Some(false), ..Default::default() }).await.unwrap();
     assert!(app.store.token_by_hash(&hash).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn requests_waiting_for_triage_are_not_routed_until_accepted() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let senior = person(&app, "senior@firm.ru", "manager", "senior", None, None).await;
+    let r = app.call("PATCH", "/api/v1/channels/chat", &app.token, Some(&json!({"needs_triage": true}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.lead(json!({"phone": "+79005550999", "name": "Из чата", "channel": "chat"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let events: Vec<Value> = ["callback_request", "callback_request", "calculator", "calculator", "presentation_request"]
+        .iter()
+        .map(|k| json!({"type": k}))
+        .collect();
+    assert_eq!(app.post_json("/api/v1/events", Some(&app.token), &json!({"lead_id": id, "events": events})).await.status, 202);
+    app.dispatch().await;
+    let l = app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json();
+    assert_eq!(l["status"], "sales_ready", "{l}");
+    assert!(owner(&app, &id).await.is_none(), "a request waiting for triage was routed");
+    assert!(app.get("/api/v1/queue", Some(&app.token)).await.json().as_array().is_some_and(|q| q.is_empty()), "nor queued");
+
+    let r = app.post_json(&format!("/api/v1/leads/{id}/triage"), Some(&app.token), &json!({"action": "accept"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    app.dispatch().await;
+    assert_eq!(owner(&app, &id).await, Some(senior.id.to_string()), "accepted, it is routed as usual");
+}
