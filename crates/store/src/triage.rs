@@ -42,7 +42,7 @@ impl Store {
         if n == 0 {
             return Err(StoreError::NotFound);
         }
-        Ok(self.channels().await?.into_iter().find(|c| c.code == code).ok_or(StoreError::NotFound)?)
+        self.channels().await?.into_iter().find(|c| c.code == code).ok_or(StoreError::NotFound)
     }
 
     /// Leads waiting for triage, newest first.

@@ -225,7 +225,7 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         // Leads of channels that need triage wait in the unsorted inbox (not routed).
         let triage = tx.triage_channels().await?;
         if !triage.is_empty() {
-            let ids: Vec<Uuid> = new_leads.iter().filter(|l| triage.iter().any(|c| *c == l.lead.channel)).map(|l| l.id).collect();
+            let ids: Vec<Uuid> = new_leads.iter().filter(|l| triage.contains(&l.lead.channel)).map(|l| l.id).collect();
             if !ids.is_empty() {
                 tx.mark_triage(&ids).await?;
             }
