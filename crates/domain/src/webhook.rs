@@ -123,6 +123,9 @@ fn internal_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo tunnels 2001::/32
+        || (s[0] == 0x0100 && s[1..4] == [0; 3]) // discard-only 100::/64
+        || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
 }
 
 /// The IPv4 address inside an IPv6 one that carries it: mapped (`::ffff:a.b.c.d`),
@@ -131,6 +134,10 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     if s[..5] == [0; 5] && (s[5] == 0xffff || (s[5] == 0 && !ip.is_loopback() && !ip.is_unspecified())) {
+        return Some(tail);
+    }
+    // IPv4-translated ::ffff:0:a.b.c.d
+    if s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0 {
         return Some(tail);
     }
     if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0; 4] {
@@ -165,7 +172,7 @@ pub enum SignatureError {
 /// Checks a signature made by `sign`, in constant time, and that `timestamp` (seconds) is
 /// within `skew_secs` of `now`.
 pub fn verify(secret: &[u8], timestamp: i64, body: &[u8], signature_hex: &str, now: i64, skew_secs: i64) -> Result<(), SignatureError> {
-    if (now - timestamp).abs() > skew_secs {
+    if now.abs_diff(timestamp) > skew_secs.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     let given = decode_hex(signature_hex.trim().trim_start_matches("sha256=")).ok_or(SignatureError::Mismatch)?;
@@ -226,6 +233,10 @@ mod tests {
             "http://[fd12:3456::1]/",
             "http://[fe80::1]/",
             "http://[ff02::1]/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2001::1]/",
+            "http://[100::1]/",
             "https://[fec0::1]/",
         ] {
             assert!(
@@ -290,5 +301,8 @@ mod tests {
         );
         assert_eq!(verify(b"secret", 1_700_000_000, b"{}", &sig, 1_700_000_000, 300), Err(SignatureError::Mismatch));
         assert_eq!(verify(b"secret", 1_700_000_000, body, "zz", 1_700_000_000, 300), Err(SignatureError::Mismatch));
+        // Extreme timestamps are stale, not an overflow.
+        assert_eq!(verify(b"secret", i64::MIN, body, &sig, 1_700_000_000, 300), Err(SignatureError::Stale));
+        assert_eq!(verify(b"secret", i64::MAX, body, &sig, i64::MIN, 300), Err(SignatureError::Stale));
     }
 }

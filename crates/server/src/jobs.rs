@@ -63,43 +63,53 @@ pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usi
     let subs = state.store.active_subscriptions().await?;
     let mut done = Vec::with_capacity(items.len());
     for item in &items {
-        // Outbound webhooks: one delivery per subscriber, written before the message is done.
-        if subs.iter().any(|s| s.wants(&item.topic)) {
-            let lead = match item.aggregate_id {
-                Some(id) => state.store.lead(id).await?,
-                None => None,
-            };
-            let payload = serde_json::json!({"lead_id": item.aggregate_id, "change": item.payload, "lead": lead});
-            state.store.fan_out(item, &subs, &payload).await?;
-        }
-        let route = match item.topic.as_str() {
-            "lead.sales_ready" => true,
-            "lead.created" => match item.aggregate_id {
-                Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
-                None => false,
-            },
-            // Taken from the unsorted inbox: routed as a new lead would have been.
-            "lead.accepted" => match item.aggregate_id {
-                Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot" || l.status == "sales_ready"),
-                None => false,
-            },
-            _ => false,
-        };
-        if route && let Some(id) = item.aggregate_id {
-            match state.store.route_lead(id).await {
-                Ok(outcome) => tracing::debug!(lead = %id, ?outcome, "routed"),
-                Err(e) => {
-                    tracing::warn!(lead = %id, error = %e, "routing failed; will retry");
-                    let at = voronka_store::Ts::from(state.store.clock().now() + chrono::Duration::seconds(30));
-                    state.store.retry_outbox(item.id, at, &e.to_string()).await?;
-                    continue;
-                }
+        // One message failing is retried later on its own; the others go on.
+        match handle_message(state, item, &subs).await {
+            Ok(()) => done.push(item.id),
+            Err(e) => {
+                tracing::warn!(message = item.id, topic = %item.topic, error = format!("{e:#}"), "outbox message failed; will retry");
+                let at = voronka_store::Ts::from(state.store.clock().now() + chrono::Duration::seconds(30));
+                state.store.retry_outbox(item.id, at, &format!("{e:#}")).await?;
             }
         }
-        done.push(item.id);
     }
     state.store.finish_outbox(&done).await?;
     Ok(items.len())
+}
+
+/// One outbox message: outbound webhook deliveries for its subscribers, then routing.
+async fn handle_message(
+    state: &AppState,
+    item: &voronka_store::outbox::OutboxItem,
+    subs: &[voronka_store::hooks::Subscription],
+) -> anyhow::Result<()> {
+    // Outbound webhooks: one delivery per subscriber, written before the message is done.
+    if subs.iter().any(|s| s.wants(&item.topic)) {
+        let lead = match item.aggregate_id {
+            Some(id) => state.store.lead(id).await?,
+            None => None,
+        };
+        let payload = serde_json::json!({"lead_id": item.aggregate_id, "change": item.payload, "lead": lead});
+        state.store.fan_out(item, subs, &payload).await?;
+    }
+    let route = match item.topic.as_str() {
+        "lead.sales_ready" => true,
+        "lead.created" => match item.aggregate_id {
+            Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
+            None => false,
+        },
+        // Taken from the unsorted inbox: routed as a new lead would have been.
+        "lead.accepted" => match item.aggregate_id {
+            Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot" || l.status == "sales_ready"),
+            None => false,
+        },
+        _ => false,
+    };
+    if route && let Some(id) = item.aggregate_id {
+        let outcome = state.store.route_lead(id).await?;
+        tracing::debug!(lead = %id, ?outcome, "routed");
+    }
+    Ok(())
 }
 
 /// One pass of the timers: queued leads are offered to whoever came on duty, and leads past

@@ -143,8 +143,10 @@ where
     });
     let resp = sender.send_request(req).await.map_err(|e| SendError::Http(e.to_string()))?;
     let status = resp.status().as_u16();
-    // Read (and drop) a bounded part of the answer so the connection ends cleanly.
-    let _ = tokio::time::timeout(Duration::from_secs(2), resp.into_body().collect()).await;
+    // Read (and drop) at most 64 KiB of the answer, briefly, so the connection ends cleanly;
+    // a receiver cannot make the server hold a large answer.
+    let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+    let _ = tokio::time::timeout(Duration::from_secs(2), body.collect()).await;
     driver.abort();
     Ok(status)
 }

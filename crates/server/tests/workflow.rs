@@ -590,3 +590,36 @@ async fn requests_waiting_for_triage_are_not_routed_until_accepted() {
     app.dispatch().await;
     assert_eq!(owner(&app, &id).await, Some(senior.id.to_string()), "accepted, it is routed as usual");
 }
+
+/// A merged lead that was assigned with a response deadline, and one waiting in the queue,
+/// come back from an unmerge as they were: the deadline still escalates, the queue still
+/// holds it, and subscribers hear that its state changed back.
+#[tokio::test]
+async fn unmerge_restores_deadlines_and_the_queue() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let senior = person(&app, "senior@firm.ru", "manager", "senior", None, None).await;
+    let other = person(&app, "other@firm.ru", "manager", "senior", None, None).await;
+    let survivor = lead(&app, "+79005551001").await;
+    let merged = hot_lead(&app, "+79005551002").await;
+    app.dispatch().await;
+    let before = app.get(&format!("/api/v1/leads/{merged}"), Some(&app.token)).await.json();
+    assert_eq!(before["status"], "assigned");
+    let owner_before = before["owner"]["id"].as_str().unwrap().to_string();
+    assert!(owner_before == senior.id.to_string() || owner_before == other.id.to_string());
+
+    let r = app.post_json(&format!("/api/v1/leads/{survivor}/merge"), Some(&app.token), &json!({"merged_id": merged})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mid = r.json()["merge"]["id"].as_str().unwrap().to_string();
+    let r = app.post_json(&format!("/api/v1/merges/{mid}/undo"), Some(&app.token), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let after = app.get(&format!("/api/v1/leads/{merged}"), Some(&app.token)).await.json();
+    assert_eq!(after["status"], "assigned");
+    assert_eq!(after["owner"]["id"], owner_before.as_str());
+    let topics = app.store.outbox_topics().await.unwrap();
+    assert!(topics.iter().filter(|t| *t == "lead.state_changed").count() >= 2, "{topics:?}");
+    // Untouched past the hot lead's 15-minute deadline: escalated to the other senior.
+    clock.advance(Duration::minutes(16));
+    let (_, escalated) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(escalated, 1, "the restored deadline did not escalate");
+    assert_ne!(owner(&app, &merged).await.as_deref(), Some(owner_before.as_str()));
+}

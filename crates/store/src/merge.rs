@@ -52,6 +52,11 @@ struct Log {
     merged_reason: Option<String>,
     merged_owner: Option<Uuid>,
     merged_triage: Option<String>,
+    /// The merged lead's queue and response-deadline marks, in microseconds.
+    #[serde(default)]
+    merged_queued_at: Option<i64>,
+    #[serde(default)]
+    merged_sla_due_at: Option<i64>,
     /// Repeat requests the survivor gained (the merged lead's, plus the merge itself).
     repeats_added: i32,
     /// The merged lead's scorable events, as (time, target).
@@ -72,9 +77,23 @@ struct Side {
     company: Option<String>,
     position: Option<String>,
     city: Option<String>,
+    queued_at: Option<Ts>,
+    sla_due_at: Option<Ts>,
 }
 
 impl Side {
+    /// The search column's text for these contacts.
+    fn search(&self) -> String {
+        let phone = self.phone.clone().map(voronka_domain::Phone::from_e164_unchecked);
+        voronka_domain::lead::search_text(
+            self.name.as_deref(),
+            self.company.as_deref(),
+            self.email.as_deref(),
+            phone.as_ref(),
+            self.messenger.as_deref(),
+        )
+    }
+
     fn field(&self, f: &str) -> Option<&str> {
         match f {
             "name" => self.name.as_deref(),
@@ -89,7 +108,14 @@ impl Side {
     }
 }
 
-const SIDE: &str = "SELECT status, status_reason, owner_id, triage, repeat_count, name, phone, email, messenger, company, position, city FROM leads WHERE id = $1";
+const SIDE: &str = "SELECT status, status_reason, owner_id, triage, repeat_count, name, phone, email, messenger, company, position, city, queued_at, sla_due_at FROM leads WHERE id = $1";
+
+/// On PostgreSQL, locks both leads and their score inputs for the transaction (in id order,
+/// so two merges cannot deadlock); SQLite's `BEGIN IMMEDIATE` already serialises writers.
+const LOCK_PG: [&str; 2] = [
+    "SELECT id FROM leads WHERE id IN ($1, $2) ORDER BY id FOR UPDATE",
+    "SELECT lead_id FROM lead_inputs WHERE lead_id IN ($1, $2) ORDER BY lead_id FOR UPDATE",
+];
 
 fn gone() -> WorkflowError {
     refused("lead_changed", "The lead changed meanwhile; try again", "Лид изменился за это время; повторите")
@@ -121,7 +147,13 @@ impl Store {
         }
         let now = self.now();
         let merge_id = Uuid::now_v7();
+        let pg = !self.db.is_sqlite();
         let info = write_tx!(&self.db, tx => {
+            if pg {
+                for sql in LOCK_PG {
+                    sqlx::query(sql).bind(survivor).bind(merged).execute(&mut *tx).await?;
+                }
+            }
             let active: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merges WHERE undone_at IS NULL AND merged_id IN ($1, $2)")
                 .bind(survivor).bind(merged).fetch_one(&mut *tx).await?;
             if active > 0 {
@@ -132,9 +164,6 @@ impl Store {
             if sv.status == "converted" || mv.status == "converted" {
                 return Err(gone());
             }
-            let events: Vec<i64> = sqlx::query_scalar("SELECT id FROM events WHERE lead_id = $1 ORDER BY id").bind(merged).fetch_all(&mut *tx).await?;
-            let tasks: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tasks WHERE lead_id = $1").bind(merged).fetch_all(&mut *tx).await?;
-            let identities: Vec<String> = sqlx::query_scalar("SELECT ident FROM identities WHERE lead_id = $1").bind(merged).fetch_all(&mut *tx).await?;
             let s_inputs: Option<Vec<u8>> = sqlx::query_scalar("SELECT events FROM lead_inputs WHERE lead_id = $1").bind(survivor).fetch_optional(&mut *tx).await?;
             let m_inputs: Option<Vec<u8>> = sqlx::query_scalar("SELECT events FROM lead_inputs WHERE lead_id = $1").bind(merged).fetch_optional(&mut *tx).await?;
             let m_pairs: Vec<(i64, u32)> = m_inputs.as_deref().map(|b| decode_inputs(b).collect()).unwrap_or_default();
@@ -145,9 +174,11 @@ impl Store {
             let filled: Vec<String> = FILLED.iter().filter(|f| sv.field(f).is_none() && mv.field(f).is_some()).map(|f| f.to_string()).collect();
             let repeats_added = mv.repeat_count + 1;
 
-            sqlx::query("UPDATE events SET lead_id = $1 WHERE lead_id = $2").bind(survivor).bind(merged).execute(&mut *tx).await?;
-            sqlx::query("UPDATE tasks SET lead_id = $1 WHERE lead_id = $2").bind(survivor).bind(merged).execute(&mut *tx).await?;
-            sqlx::query("UPDATE identities SET lead_id = $1 WHERE lead_id = $2").bind(survivor).bind(merged).execute(&mut *tx).await?;
+            // What moves is logged exactly as it moved.
+            let mut events: Vec<i64> = sqlx::query_scalar("UPDATE events SET lead_id = $1 WHERE lead_id = $2 RETURNING id").bind(survivor).bind(merged).fetch_all(&mut *tx).await?;
+            events.sort_unstable();
+            let tasks: Vec<Uuid> = sqlx::query_scalar("UPDATE tasks SET lead_id = $1 WHERE lead_id = $2 RETURNING id").bind(survivor).bind(merged).fetch_all(&mut *tx).await?;
+            let identities: Vec<String> = sqlx::query_scalar("UPDATE identities SET lead_id = $1 WHERE lead_id = $2 RETURNING ident").bind(survivor).bind(merged).fetch_all(&mut *tx).await?;
             sqlx::query(
                 "UPDATE leads SET name = COALESCE(name, $1), phone = COALESCE(phone, $2), email = COALESCE(email, $3), messenger = COALESCE(messenger, $4), \
                  company = COALESCE(company, $5), position = COALESCE(position, $6), city = COALESCE(city, $7), repeat_count = repeat_count + $8, updated_at = $9 WHERE id = $10",
@@ -164,9 +195,12 @@ impl Store {
             let log = Log {
                 events, tasks, identities, filled,
                 merged_status: mv.status.clone(), merged_reason: mv.status_reason.clone(), merged_owner: mv.owner_id, merged_triage: mv.triage.clone(),
+                merged_queued_at: mv.queued_at.map(Ts::micros), merged_sla_due_at: mv.sla_due_at.map(Ts::micros),
                 repeats_added, inputs: m_pairs,
             };
             let log = serde_json::to_string(&log).map_err(|e| StoreError::Other(e.into()))?;
+            let now_s: Side = sqlx::query_as(SIDE).bind(survivor).fetch_optional(&mut *tx).await?.ok_or_else(gone)?;
+            sqlx::query("UPDATE leads SET search = $1 WHERE id = $2").bind(now_s.search()).bind(survivor).execute(&mut *tx).await?;
             sqlx::query("INSERT INTO merges (id, survivor_id, merged_id, actor, log, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(merge_id).bind(survivor).bind(merged).bind(actor).bind(&log).bind(now).execute(&mut *tx).await?;
             for (lead, kind, data) in [
@@ -200,7 +234,22 @@ impl Store {
         let log: Log = serde_json::from_value(info.log.0.clone()).map_err(|e| StoreError::Other(e.into()))?;
         let (survivor, merged) = (info.survivor_id, info.merged_id);
         let now = self.now();
+        let pg = !self.db.is_sqlite();
         let done = write_tx!(&self.db, tx => {
+            if pg {
+                for sql in LOCK_PG {
+                    sqlx::query(sql).bind(survivor).bind(merged).execute(&mut *tx).await?;
+                }
+            }
+            let converted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM leads WHERE id IN ($1, $2) AND status = 'converted'")
+                .bind(survivor).bind(merged).fetch_one(&mut *tx).await?;
+            if converted > 0 {
+                return Err(refused(
+                    "merge_converted",
+                    "The lead was converted since the merge; its contact holds the history now",
+                    "После объединения лид конвертирован: история уже у контакта",
+                ));
+            }
             let later: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM merges WHERE undone_at IS NULL AND id <> $1 AND created_at >= $2 AND (merged_id IN ($3, $4) OR survivor_id IN ($3, $4))",
             )
@@ -236,9 +285,18 @@ impl Store {
             }
             sqlx::query("UPDATE leads SET repeat_count = CASE WHEN repeat_count > $1 THEN repeat_count - $1 ELSE 0 END, updated_at = $2 WHERE id = $3")
                 .bind(log.repeats_added).bind(now).bind(survivor).execute(&mut *tx).await?;
-            sqlx::query("UPDATE leads SET status = $1, status_reason = $2, owner_id = $3, triage = $4, updated_at = $5 WHERE id = $6")
-                .bind(&log.merged_status).bind(&log.merged_reason).bind(log.merged_owner).bind(&log.merged_triage).bind(now).bind(merged)
+            let queued = log.merged_queued_at.and_then(Ts::from_micros);
+            let due = log.merged_sla_due_at.and_then(Ts::from_micros);
+            sqlx::query("UPDATE leads SET status = $1, status_reason = $2, owner_id = $3, triage = $4, queued_at = $5, sla_due_at = $6, updated_at = $7 WHERE id = $8")
+                .bind(&log.merged_status).bind(&log.merged_reason).bind(log.merged_owner).bind(&log.merged_triage).bind(queued).bind(due).bind(now).bind(merged)
                 .execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at) VALUES ('lead.state_changed', $1, $2, $3, $3)")
+                .bind(merged).bind(json!({"from": "junk", "to": log.merged_status, "unmerged_from": survivor})).bind(now)
+                .execute(&mut *tx).await?;
+            for id in [survivor, merged] {
+                let side: Side = sqlx::query_as(SIDE).bind(id).fetch_optional(&mut *tx).await?.ok_or_else(gone)?;
+                sqlx::query("UPDATE leads SET search = $1 WHERE id = $2").bind(side.search()).bind(id).execute(&mut *tx).await?;
+            }
             let s_inputs: Option<Vec<u8>> = sqlx::query_scalar("SELECT events FROM lead_inputs WHERE lead_id = $1").bind(survivor).fetch_optional(&mut *tx).await?;
             let mut rest: Vec<(i64, u32)> = s_inputs.as_deref().map(|b| decode_inputs(b).collect()).unwrap_or_default();
             for p in &log.inputs {
@@ -261,24 +319,13 @@ impl Store {
         self.merge(merge_id).await?.ok_or(WorkflowError::NotFound)
     }
 
-    /// Search text and score of leads whose contacts and events changed.
+    /// Scores of leads whose contacts and events changed. The merge is committed by then, so
+    /// a failure here is logged rather than reported as a failed merge.
     async fn after_merge(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         for id in ids {
-            let row: Option<Side> = with_read!(&self.db, p => sqlx::query_as(SIDE).bind(id).fetch_optional(p).await?);
-            if let Some(r) = row {
-                let phone = r.phone.clone().map(voronka_domain::Phone::from_e164_unchecked);
-                let s = voronka_domain::lead::search_text(
-                    r.name.as_deref(),
-                    r.company.as_deref(),
-                    r.email.as_deref(),
-                    phone.as_ref(),
-                    r.messenger.as_deref(),
-                );
-                crate::db::with_write!(&self.db, p => {
-                    sqlx::query("UPDATE leads SET search = $1 WHERE id = $2").bind(s).bind(id).execute(p).await?;
-                });
+            if let Err(e) = self.rescore_lead(*id).await {
+                tracing::warn!(lead = %id, error = %e, "re-scoring after a merge failed; the score refresh will catch up");
             }
-            self.rescore_lead(*id).await?;
         }
         Ok(())
     }

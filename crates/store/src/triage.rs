@@ -72,8 +72,8 @@ impl Store {
         self.lead_as(id, access).await?.ok_or(WorkflowError::NotFound)?;
         let now = self.now();
         let done = write_tx!(&self.db, tx => {
-            let n = sqlx::query("UPDATE leads SET triage = NULL, updated_at = $1 WHERE id = $2 AND triage = 'pending'")
-                .bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+            let sql = format!("UPDATE leads SET triage = NULL, updated_at = $1 WHERE id = $2 AND triage = 'pending' AND status IN {OPEN}");
+            let n = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
             if n == 1 {
                 sqlx::query("INSERT INTO events (lead_id, kind, at, actor, data, created_at) VALUES ($1, 'triage_accepted', $2, $3, $4, $2)")
                     .bind(id).bind(now).bind(actor).bind(json!({})).execute(&mut *tx).await?;

@@ -2,10 +2,10 @@
 //! forms and landing-page builders. Every request is signed by the sender with the
 //! endpoint's secret: `X-Voronka-Timestamp` (Unix seconds) and `X-Voronka-Signature:
 //! sha256=HEX`, the HMAC-SHA256 of `"{timestamp}.{raw body}"`, compared in constant time and
-//! accepted within 300 seconds of the server's clock. Each event has an id (the
-//! `X-Voronka-Event-Id` header, or the kind's own: call id, chat session, lead-ad lead id;
-//! for a generic endpoint without one, the body's hash): an id seen before is answered
-//! `replayed` and changes nothing.
+//! accepted within 300 seconds of the server's clock. Each event has an id, read from the
+//! signed body (the kind's own: call id, chat session, lead-ad lead id, a generic
+//! endpoint's mapped `event_id`; without one, the body's hash): an id seen before is
+//! answered `replayed` and changes nothing.
 //!
 //! Requests become leads through the same intake pipeline as forms and the API (dedup,
 //! scoring, routing); call and chat response times are kept for analytics.
@@ -82,6 +82,16 @@ fn seconds(o: &Map<String, Value>, names: &[&str], field: &str) -> Result<Option
 }
 
 fn instant(o: &Map<String, Value>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let t = parse_instant(o, name)?;
+    match t {
+        Some(t) if !(2000..=2100).contains(&chrono::Datelike::year(&t)) => {
+            Err(field_error(name, "must be between the years 2000 and 2100", "должно быть между 2000 и 2100 годами"))
+        }
+        other => Ok(other),
+    }
+}
+
+fn parse_instant(o: &Map<String, Value>, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     match o.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => DateTime::parse_from_rfc3339(s.trim())
@@ -357,20 +367,12 @@ pub async fn receive(
         "lead_ad" => lead_ad(&value, &ep)?,
         _ => generic(&value, &ep)?,
     };
-    if let Some(h) = header(&headers, "x-voronka-event-id") {
-        p.event_id = Some(h.to_string());
-    }
+    // The id comes from the signed body only: a header could be changed on a captured
+    // request to make a replay look new.
     let event_id = match p.event_id.take() {
         Some(id) if id.chars().count() <= 200 => id,
         Some(_) => return Err(field_error("event_id", "too long (at most 200 characters)", "слишком длинный (не более 200 символов)")),
-        None if kind == "generic" => format!("sha256:{}", hex(&Sha256::digest(&body))),
-        None => {
-            return Err(field_error(
-                "event_id",
-                "is required (the X-Voronka-Event-Id header, or the call id, chat session or lead id)",
-                "обязателен (заголовок X-Voronka-Event-Id или id звонка, сессии чата, заявки)",
-            ));
-        }
+        None => format!("sha256:{}", hex(&Sha256::digest(&body))),
     };
     if let Some(r) = st.store.hook_receipt(ep.id, &event_id).await? {
         ops::record_hook(kind, "replayed");
