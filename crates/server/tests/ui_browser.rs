@@ -228,6 +228,19 @@ async fn an_xss_corpus_in_every_field_executes_nothing() {
     let app = spawn_app().await;
     let admin = app.user("admin@example.com", "admin", PASSWORD).await;
     let form = app.store.create_form(&voronka_store::FormSpec { name: "Форма".into(), ..Default::default() }).await.unwrap();
+    // The form's requests wait for triage, so the payloads also fill the unsorted inbox's
+    // triage block; webhook settings carry them too.
+    app.store.set_channel_triage("web_form", true).await.unwrap();
+    app.store
+        .create_hook_endpoint(&voronka_store::hooks::NewEndpoint {
+            name: XSS[2],
+            kind: "generic",
+            channel: "web_form",
+            campaign: None,
+            mapping: &serde_json::json!({"phone": XSS[0]}),
+        })
+        .await
+        .unwrap();
     let fields = [
         "name",
         "company",
@@ -272,10 +285,19 @@ async fn an_xss_corpus_in_every_field_executes_nothing() {
     let base = format!("http://{}", app.addr);
     let b = Browser::start("xss", "en-US,en").await;
     login(&b, &base, "admin@example.com").await;
-    let mut pages: Vec<String> = ["/inbox", "/inbox?sort=created", "/kanban", "/tasks?view=team", "/dashboard", "/settings/sources"]
-        .iter()
-        .map(|p| format!("{base}{p}"))
-        .collect();
+    let mut pages: Vec<String> = [
+        "/inbox",
+        "/inbox?sort=created",
+        "/inbox?tab=unsorted",
+        "/kanban",
+        "/tasks?view=team",
+        "/dashboard",
+        "/settings/sources",
+        "/settings/webhooks",
+    ]
+    .iter()
+    .map(|p| format!("{base}{p}"))
+    .collect();
     pages.extend(items.iter().map(|l| format!("{base}/leads/{}", l["id"].as_str().unwrap())));
     pages.push(format!("{base}/f/{}", form.form_key));
     for (i, url) in pages.iter().enumerate() {
@@ -305,7 +327,7 @@ async fn an_xss_corpus_in_every_field_executes_nothing() {
             )
             .await;
         assert_eq!(injected, json!(0), "{url} has elements made from a payload");
-        if i < 6 || i == pages.len() - 1 {
+        if i < 8 || i == pages.len() - 1 {
             b.shot(&format!("{:02}-{}", i, url.trim_start_matches(&base).trim_start_matches('/').replace(['/', '?', '='], "_"))).await;
         }
     }
