@@ -221,6 +221,12 @@ async fn call_tracking_maps_the_campaign_and_records_missed_calls() {
     assert_eq!(stats["calls_answered"], 1);
     assert_eq!(stats["calls_missed"], 3);
     assert_eq!(stats["call_wait_avg_seconds"], 8.0);
+    // The head of sales sees them on the dashboard.
+    app.user("head@example.ru", "head_of_sales", "correct horse battery").await;
+    let s = app.ui_login("head@example.ru", "correct horse battery").await;
+    let dash = app.ui_get(&s, "/dashboard").await.text();
+    assert!(dash.contains(r#"id="calls">4<"#), "{dash}");
+    assert!(dash.contains(r#"id="calls-missed">3<"#));
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The dashboard: leads per day by channel, the funnel by state, and the share of leads
-//! touched within the SLA, for the last 7, 30 or 90 days, as charts (Chart.js, fed from a
+//! touched within the SLA, calls (answered, missed, wait) and chats (time to the first
+//! reply) from the inbound webhooks, for the last 7, 30 or 90 days, as charts (Chart.js, fed from a
 //! `data-chart` attribute, so the page needs no inline script) and as tables.
 
 use super::i18n::Tr;
@@ -28,6 +29,10 @@ struct DashboardPage {
     funnel: Vec<(&'static str, i64)>,
     sla: SlaShare,
     sla_percent: String,
+    /// Calls and chats from the inbound webhooks over the period.
+    responses: voronka_store::hooks::ResponseStats,
+    call_wait: String,
+    chat_reply: String,
 }
 
 pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, RawQuery(q): RawQuery) -> Page {
@@ -86,6 +91,8 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
                  "datasets": [{"data": [sla.within, sla.measured - sla.within]}]},
         "options": {"responsive": true, "animation": false}
     });
+    let responses = st.store.response_stats(from, to).await.map_err(e)?;
+    let secs = |x: Option<f64>| x.map(|s| format!("{} {}", fmt::num(s), t.get("dash.seconds"))).unwrap_or_else(|| "—".into());
     let c = Chrome::new(&v, "dashboard", t.get("nav.dashboard"));
     Ok(render(
         StatusCode::OK,
@@ -100,6 +107,9 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
             funnel,
             sla_percent: sla.percent().map(|p| format!("{}%", fmt::num(p))).unwrap_or_else(|| "—".into()),
             sla,
+            call_wait: secs(responses.call_wait_avg_seconds),
+            chat_reply: secs(responses.chat_first_reply_avg_seconds),
+            responses,
         },
     ))
 }
