@@ -96,6 +96,8 @@ async fn unsorted_inbox_actions_and_card_merge() {
         assert!(page.contains(&format!("id=\"triage-{id}\"")), "{id} not in the triage block");
     }
     assert!(!page.contains(&format!("id=\"triage-{existing}\"")));
+    // Listed once: in the triage block, not again among the leads not taken yet.
+    assert_eq!(page.matches(&format!("/leads/{a}\"")).count(), 1, "listed twice");
 
     assert_eq!(app.ui_post(&s, &format!("/leads/{a}/triage"), &[("action", "accept")]).await.status, 303);
     // Decline needs a reason; the page says so.

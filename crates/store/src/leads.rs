@@ -229,6 +229,8 @@ pub struct LeadFilter {
     /// exactly, through an index, instead of `q`.
     pub q_contact: Option<ExactContact>,
     pub min_score: Option<f64>,
+    /// Leave out leads waiting for triage (they have their own list).
+    pub no_triage: bool,
     pub created_from: Option<Ts>,
     pub created_to: Option<Ts>,
     pub sort: LeadSort,
@@ -388,6 +390,9 @@ macro_rules! push_lead_filters {
         }
         if let Some(m) = f.min_score {
             $qb.push(" AND COALESCE(s.score, 0) >= ").push_bind(m);
+        }
+        if f.no_triage {
+            $qb.push(" AND l.triage IS NULL");
         }
         if let Some(t) = f.created_from {
             $qb.push(format!(" AND {plus}l.created_at >= ")).push_bind(t);

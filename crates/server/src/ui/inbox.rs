@@ -168,6 +168,8 @@ impl Query {
             "mine" => f.owner = Some(Some(v.user.id)),
             "unsorted" => {
                 f.owner = Some(None);
+                // Requests waiting for triage are listed above, with their actions.
+                f.no_triage = true;
                 if f.status.is_empty() {
                     f.status = vec![LeadStatus::New, LeadStatus::Nurturing, LeadStatus::SalesReady];
                 }
