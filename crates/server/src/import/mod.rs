@@ -27,8 +27,14 @@ use crate::api::export::neutralise;
 
 /// A worker that has not reported for this long has stopped; another may take its import.
 pub const LEASE: Duration = Duration::from_secs(10);
-/// Rows submitted to the intake at once: enough to fill its group commits.
-const IN_FLIGHT: usize = 1024;
+/// Rows handed to the intake before the first answer is awaited: on SQLite enough for the
+/// single writer's large batches; PostgreSQL's writers do better with fewer at once.
+fn in_flight_for(store: &voronka_store::Store) -> usize {
+    match store.backend() {
+        voronka_store::Backend::Sqlite => 4096,
+        voronka_store::Backend::Postgres => 1024,
+    }
+}
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 
 /// Lead fields a column may be mapped to ("" ignores the column).
@@ -336,6 +342,7 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     let mut forecast = Forecast { seen: HashMap::new() };
     let mut pending_forecast: Vec<(i64, NewLead)> = Vec::new();
     let mut in_flight = FuturesUnordered::new();
+    let max_in_flight = in_flight_for(store);
     let mut last = Instant::now();
     if !store.import_progress(id, worker, Some(total as i64), processed as i64, &counts).await? {
         return Err(ImportError::Busy(id));
@@ -372,7 +379,7 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
                         import: Some(ImportMark { import_id: id, row: row_no }),
                     };
                     in_flight.push(store.intake().submit(cmd));
-                    while in_flight.len() >= IN_FLIGHT {
+                    while in_flight.len() >= max_in_flight {
                         if let Some(r) = in_flight.next().await {
                             count_reply(r?.outcome, &mut counts);
                             processed += 1;

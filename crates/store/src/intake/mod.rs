@@ -35,8 +35,11 @@ use uuid::Uuid;
 use voronka_domain::scoring::Model;
 use voronka_domain::{Clock, NewLead};
 
-/// Most jobs committed in one transaction.
-const MAX_BATCH: usize = 512;
+/// Most jobs committed in one transaction: SQLite's one writer gains from large batches
+/// (fewer commits, each with its WAL fsync, for a file import); PostgreSQL's concurrent
+/// writers do better with smaller ones (less held at once, fewer conflicts to retry).
+pub(crate) const SQLITE_MAX_BATCH: usize = 2048;
+pub(crate) const PG_MAX_BATCH: usize = 512;
 const MAX_ATTEMPTS: u32 = 8;
 
 /// The key a client sent in `Idempotency-Key`, scoped to its token, and the body's hash.
@@ -252,10 +255,10 @@ pub(crate) async fn start(
 
 /// Takes what is queued, up to a batch: the first job waited, the rest arrived while the
 /// previous batch was committing.
-fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>) -> (Vec<Meta>, Vec<ReplyTx>) {
+fn drain_batch(first: Job, rx: &mut mpsc::Receiver<Job>, max: usize) -> (Vec<Meta>, Vec<ReplyTx>) {
     let mut metas = vec![first.meta];
     let mut replies = vec![first.reply];
-    while metas.len() < MAX_BATCH {
+    while metas.len() < max {
         match rx.try_recv() {
             Ok(j) => {
                 metas.push(j.meta);
@@ -473,7 +476,8 @@ trait IntakeTx: Sized {
     async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError>;
     async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError>;
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError>;
-    /// Channels whose new leads wait in the unsorted inbox for triage.
+    /// Channels whose new leads wait in the unsorted inbox for triage, to be marked after
+    /// the insert (a backend whose insert marks them returns none).
     async fn triage_channels(&mut self) -> Result<Vec<String>, BatchError>;
     async fn mark_triage(&mut self, ids: &[Uuid]) -> Result<(), BatchError>;
     /// Moves the visitor's anonymous events to the lead; returns them.

@@ -75,7 +75,7 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::R
 
 pub(super) fn run(mut conn: Connection, mut rx: mpsc::Receiver<Job>, mut ctx: WriterCtx, _alive: std::sync::Arc<()>) {
     while let Some(first) = rx.blocking_recv() {
-        let (metas, replies) = drain_batch(first, &mut rx);
+        let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
         let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx }));
         reply_all(results, replies);
     }
