@@ -55,12 +55,24 @@ pub enum SendError {
 /// Where a checked URL may be connected to: the checked addresses, and the host name for
 /// TLS and the `Host` header.
 pub async fn resolve_checked(raw: &str, allow_loopback: bool) -> Result<(url::Url, Vec<SocketAddr>), SendError> {
+    resolve_checked_with(raw, allow_loopback, |host, port| async move {
+        tokio::net::lookup_host((host.as_str(), port)).await.map(|a| a.collect::<Vec<_>>()).map_err(|e| e.to_string())
+    })
+    .await
+}
+
+/// `resolve_checked` with the name lookup given (tests stand in for DNS with it).
+pub async fn resolve_checked_with<F, Fut>(raw: &str, allow_loopback: bool, lookup: F) -> Result<(url::Url, Vec<SocketAddr>), SendError>
+where
+    F: FnOnce(String, u16) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<SocketAddr>, String>>,
+{
     let url = check_target(raw, allow_loopback)?;
     let port = url.port_or_known_default().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match url.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
         Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-        Some(url::Host::Domain(d)) => tokio::net::lookup_host((d, port)).await.map_err(|e| SendError::Resolve(e.to_string()))?.collect(),
+        Some(url::Host::Domain(d)) => lookup(d.to_string(), port).await.map_err(SendError::Resolve)?,
         None => return Err(TargetError::NoHost.into()),
     };
     if addrs.is_empty() {
@@ -198,4 +210,42 @@ pub async fn deliver_once(state: &AppState, worker: &str) -> anyhow::Result<usiz
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name is checked against every address it resolves to: one internal answer among
+    /// public ones (DNS rebinding, a split answer) refuses it; all-public answers pass and
+    /// are exactly what the connection may use.
+    #[tokio::test]
+    async fn names_are_checked_after_resolution() {
+        let answer = |ips: &'static [&'static str]| {
+            move |_host: String, port: u16| async move {
+                Ok::<_, String>(ips.iter().map(|ip| SocketAddr::new(ip.parse().expect("ip"), port)).collect::<Vec<_>>())
+            }
+        };
+        for ips in [&["10.0.0.5"][..], &["93.184.216.34", "127.0.0.1"], &["::ffff:169.254.169.254"], &["fd00::1"], &["100.64.1.1"]] {
+            let r = resolve_checked_with("https://hooks.example.com/x", false, answer(ips)).await;
+            assert!(matches!(r, Err(SendError::Target(TargetError::Internal(_)))), "{ips:?} passed: {r:?}");
+        }
+        let (url, addrs) =
+            resolve_checked_with("https://hooks.example.com:8443/x", false, answer(&["93.184.216.34", "2606:2800:220:1::1"]))
+                .await
+                .expect("public answers pass");
+        assert_eq!(url.host_str(), Some("hooks.example.com"));
+        assert_eq!(addrs.len(), 2);
+        assert!(addrs.iter().all(|a| a.port() == 8443));
+        let none = resolve_checked_with("https://hooks.example.com/x", false, answer(&[])).await;
+        assert!(matches!(none, Err(SendError::Resolve(_))), "{none:?}");
+        let failed = resolve_checked_with("https://hooks.example.com/x", false, |_h: String, _p: u16| async {
+            Err::<Vec<SocketAddr>, _>("NXDOMAIN".to_string())
+        })
+        .await;
+        assert!(matches!(failed, Err(SendError::Resolve(_))), "{failed:?}");
+        // Loopback names pass only when explicitly allowed, and only loopback.
+        assert!(resolve_checked_with("http://hooks.example.com/x", true, answer(&["127.0.0.1"])).await.is_ok());
+        assert!(resolve_checked_with("http://hooks.example.com/x", true, answer(&["192.168.1.1"])).await.is_err());
+    }
 }
