@@ -578,6 +578,7 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
                 region: Default::default(),
             };
             let started = Instant::now();
+            let cpu0 = self_cpu_secs();
             let p = voronka_server::import::prepare(&store, req, "bench").await?;
             let total = p.sheet.total;
             let on_progress = move |pr: voronka_server::import::Progress| {
@@ -586,15 +587,19 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
             };
             let info = voronka_server::import::run(&store, p, "bench", &on_progress).await?;
             let secs = started.elapsed().as_secs_f64();
+            // CPU of this process (reading, intake, the SQLite writer; not PostgreSQL's own)
+            // per row: steadier from run to run than the rate on a shared machine.
+            let cpu = self_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
             eprintln!();
             let leads = store.count(CountOf::Leads).await?;
             println!(
-                "[{name}] imported {} rows in {secs:.1} s = {:.0} rows/s (target: 1 M rows ≤ 60 s): {} created, {} repeat, {} rejected; {leads} leads; peak RSS {}",
+                "[{name}] imported {} rows in {secs:.1} s = {:.0} rows/s (target: 1 M rows ≤ 60 s): {} created, {} repeat, {} rejected; {leads} leads; CPU {} µs a row; peak RSS {}",
                 info.processed,
                 info.processed as f64 / secs,
                 info.created,
                 info.repeats,
                 info.rejected,
+                cpu.map(|c| format!("{:.0}", c * 1e6 / info.processed.max(1) as f64)).unwrap_or_else(|| "?".into()),
                 self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "?".into())
             );
             store.close().await;
@@ -605,6 +610,18 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
         r?;
     }
     Ok(())
+}
+
+/// User and system CPU seconds this process has used (`/proc/self/stat`, in clock ticks of
+/// 1/100 s, the Linux default).
+fn self_cpu_secs() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at state, field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }
 
 fn self_peak_rss_mib() -> Option<f64> {

@@ -183,7 +183,11 @@ impl Email {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
     }
     pub fn is_free_mail(&self) -> bool {
-        FREE_MAIL_DOMAINS.contains(&self.domain())
+        Email::is_free_mail_domain(self.domain())
+    }
+    /// Whether a (lower-case) domain is a free mail service.
+    pub fn is_free_mail_domain(domain: &str) -> bool {
+        FREE_MAIL_DOMAINS.contains(&domain)
     }
     pub fn identity(&self) -> String {
         format!("email:{}", self.0)

@@ -10,6 +10,7 @@ use crate::contact::Email;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Microseconds since the Unix epoch (UTC).
@@ -763,13 +764,13 @@ fn compile_condition(c: &ConditionSpec) -> Result<Condition, Msg> {
     Ok(cond)
 }
 
-fn value_text(v: &Value) -> Option<String> {
+fn value_text(v: &Value) -> Option<Cow<'_, str>> {
     match v {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Bool(b) => Some(Cow::Owned(b.to_string())),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -801,20 +802,33 @@ fn loose_eq(a: &Value, b: &Value) -> bool {
 impl Condition {
     fn holds(&self, p: &Profile) -> bool {
         let v = p.get(&self.field);
-        let present = v.as_ref().is_some_and(|v| !v.is_null() && value_text(v).is_some_and(|s| !s.trim().is_empty()));
+        let present = v.is_some_and(|v| !v.is_null() && value_text(v).is_some_and(|s| !s.trim().is_empty()));
         match self.op {
             Op::Exists => present,
             _ if !present => false,
-            Op::Equals => self.value.as_ref().is_some_and(|x| v.as_ref().is_some_and(|v| loose_eq(v, x))),
-            Op::In => v.as_ref().is_some_and(|v| self.values.iter().any(|x| loose_eq(v, x))),
-            Op::Contains => v.as_ref().and_then(value_text).is_some_and(|s| s.to_lowercase().contains(&self.contains)),
-            Op::Pattern => v.as_ref().and_then(value_text).is_some_and(|s| self.pattern.as_ref().is_some_and(|p| p.is_match(&s))),
-            Op::Range => {
-                v.as_ref().and_then(value_number).is_some_and(|n| self.min.is_none_or(|m| n >= m) && self.max.is_none_or(|m| n <= m))
-            }
-            Op::FreeMail => v.as_ref().and_then(value_text).and_then(|s| Email::parse(&s)).is_some_and(|e| e.is_free_mail()),
-            Op::DecisionMaker => v.as_ref().and_then(value_text).is_some_and(|s| is_decision_maker(&s)),
+            Op::Equals => self.value.as_ref().is_some_and(|x| v.is_some_and(|v| loose_eq(v, x))),
+            Op::In => v.is_some_and(|v| self.values.iter().any(|x| loose_eq(v, x))),
+            Op::Contains => v.and_then(value_text).is_some_and(|s| s.to_lowercase().contains(&self.contains)),
+            Op::Pattern => v.and_then(value_text).is_some_and(|s| self.pattern.as_ref().is_some_and(|p| p.is_match(&s))),
+            Op::Range => v.and_then(value_number).is_some_and(|n| self.min.is_none_or(|m| n >= m) && self.max.is_none_or(|m| n <= m)),
+            Op::FreeMail => v.and_then(value_text).is_some_and(|s| is_free_mail_address(&s)),
+            Op::DecisionMaker => v.and_then(value_text).is_some_and(|s| is_decision_maker(&s)),
         }
+    }
+}
+
+/// An address on a free mail service (its domain is in the list). Cheaper than a full
+/// parse: the addresses scored were normalised and checked at intake.
+fn is_free_mail_address(s: &str) -> bool {
+    match s.trim().rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() => {
+            if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+                Email::is_free_mail_domain(&domain.to_ascii_lowercase())
+            } else {
+                Email::is_free_mail_domain(domain)
+            }
+        }
+        _ => false,
     }
 }
 
@@ -824,11 +838,17 @@ pub fn is_decision_maker(title: &str) -> bool {
     DECISION_MAKER_WORDS.iter().any(|w| {
         if w.is_ascii() {
             // Whole words for short Latin abbreviations (so "cto" does not match "doctor").
-            t.contains(&format!(" {w} ")) || (w.len() > 4 && t.contains(w))
+            (w.len() > 4 && t.contains(w)) || contains_word(&t, w)
         } else {
             t.contains(w)
         }
     })
+}
+
+/// Whether `w` occurs in `t` between spaces (`t` is padded with a space at both ends).
+fn contains_word(t: &str, w: &str) -> bool {
+    let b = t.as_bytes();
+    t.match_indices(w).any(|(i, _)| i > 0 && b[i - 1] == b' ' && b.get(i + w.len()) == Some(&b' '))
 }
 
 /// The lead fields profile rules look at.
@@ -854,11 +874,11 @@ impl Profile {
         Profile { fields }
     }
 
-    fn get(&self, field: &str) -> Option<Value> {
-        self.fields.get(field).cloned()
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field)
     }
 
-    fn city(&self) -> Option<String> {
+    fn city(&self) -> Option<Cow<'_, str>> {
         self.fields.get("city").and_then(value_text)
     }
 }
@@ -1002,6 +1022,17 @@ mod tests {
 
     fn model() -> Model {
         Model::starter()
+    }
+
+    #[test]
+    fn decision_maker_titles_by_whole_words_and_stems() {
+        for t in ["CTO", "cto/co-founder", "Head of Sales", "Генеральный директор", "Vice President", "(CEO)", "owner", "VP, marketing"]
+        {
+            assert!(is_decision_maker(t), "{t}");
+        }
+        for t in ["Doctor", "vpn engineer", "Менеджер", "cooper", "", "headless"] {
+            assert!(!is_decision_maker(t), "{t}");
+        }
     }
 
     fn ev(m: &Model, kind: &str, path: &str, name: &str, at: Micros) -> ScoredEvent {

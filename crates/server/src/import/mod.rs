@@ -8,10 +8,11 @@ pub mod read;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 use voronka_domain::errors::Text;
@@ -31,7 +32,7 @@ pub const LEASE: Duration = Duration::from_secs(10);
 /// single writer's large batches; PostgreSQL's writers do better with fewer at once.
 fn in_flight_for(store: &voronka_store::Store) -> usize {
     match store.backend() {
-        voronka_store::Backend::Sqlite => 4096,
+        voronka_store::Backend::Sqlite => 32768,
         voronka_store::Backend::Postgres => 1024,
     }
 }
@@ -336,7 +337,6 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     let done: HashSet<i64> = if info.dry_run { HashSet::new() } else { store.import_done_rows(id).await?.into_iter().collect() };
     let mut counts = if done.is_empty() { ImportCounts::default() } else { store.import_counts(id).await? };
     let mut processed = done.len() as u64;
-    let headers = sheet.headers.clone();
     let actor = format!("import:{id}");
     let mut rejected: Vec<RowOutcome> = Vec::new();
     let mut forecast = Forecast { seen: HashMap::new() };
@@ -348,37 +348,67 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
         return Err(ImportError::Busy(id));
     }
 
-    for row in sheet {
-        let (row_no, cells) = row?;
-        if done.contains(&row_no) {
-            continue;
-        }
-        let pairs = pairs_of(&headers, cells);
-        match LeadInput::from_form(&pairs, &mapping, &[], &defaults) {
-            Err(r) => {
-                let (reason, detail) = rejection(&r);
-                rejected.push(RowOutcome { row: row_no, outcome: "rejected", lead_id: None, reason: Some(reason), detail: Some(detail) });
-                counts.add("rejected");
-                processed += 1;
-            }
-            Ok(mut lead) => {
-                if lead.source.is_none() {
-                    lead.source = Some(source.clone());
+    // Rows are read here in order, turned into submissions on the runtime's threads (in
+    // chunks, a few at a time) and queued in file order, so the earlier of two rows of one
+    // person is the one that creates the lead.
+    let shared = Arc::new(RowContext {
+        headers: sheet.headers.clone(),
+        mapping,
+        defaults,
+        source,
+        actor,
+        id,
+        dry_run: info.dry_run,
+        intake: store.intake().clone(),
+    });
+    let mut parsing = FuturesOrdered::new();
+    let mut rows = sheet.into_iter();
+    let mut exhausted = false;
+    loop {
+        while !exhausted && parsing.len() < PARSE_AHEAD {
+            let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+            while chunk.len() < PARSE_CHUNK {
+                match rows.next() {
+                    Some(row) => {
+                        let (row_no, cells) = row?;
+                        if !done.contains(&row_no) {
+                            chunk.push((row_no, cells));
+                        }
+                    }
+                    None => {
+                        exhausted = true;
+                        break;
+                    }
                 }
-                if info.dry_run {
-                    pending_forecast.push((row_no, lead));
+            }
+            if !chunk.is_empty() {
+                let ctx = shared.clone();
+                parsing.push_back(tokio::task::spawn_blocking(move || ctx.parse(chunk)));
+            }
+        }
+        let Some(parsed) = parsing.next().await else { break };
+        let parsed = parsed.map_err(|e| ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("row parser failed: {e}"))))?;
+        for (row_no, p) in parsed {
+            match p {
+                Parsed::Rejected(reason, detail) => {
+                    rejected.push(RowOutcome {
+                        row: row_no,
+                        outcome: "rejected",
+                        lead_id: None,
+                        reason: Some(reason),
+                        detail: Some(detail),
+                    });
+                    counts.add("rejected");
+                    processed += 1;
+                }
+                Parsed::Forecast(lead) => {
+                    pending_forecast.push((row_no, *lead));
                     if pending_forecast.len() >= 1000 {
                         processed += forecast_rows(store, id, &mut forecast, std::mem::take(&mut pending_forecast), &mut counts).await?;
                     }
-                } else {
-                    let cmd = IntakeCommand {
-                        lead,
-                        idempotency: None,
-                        actor: Some(actor.clone()),
-                        form_id: None,
-                        import: Some(ImportMark { import_id: id, row: row_no }),
-                    };
-                    in_flight.push(store.intake().submit(cmd));
+                }
+                Parsed::Ready(sub) => {
+                    in_flight.push(store.intake().submit_prepared(*sub));
                     while in_flight.len() >= max_in_flight {
                         if let Some(r) = in_flight.next().await {
                             count_reply(r?.outcome, &mut counts);
@@ -387,17 +417,17 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
                     }
                 }
             }
-        }
-        if rejected.len() >= 500 {
-            store.record_import_rows(id, &std::mem::take(&mut rejected)).await?;
-        }
-        if last.elapsed() >= PROGRESS_EVERY {
-            last = Instant::now();
-            store.record_import_rows(id, &std::mem::take(&mut rejected)).await?;
-            if !store.import_progress(id, worker, None, processed as i64, &counts).await? {
-                return Err(ImportError::Busy(id));
+            if rejected.len() >= 500 {
+                store.record_import_rows(id, &std::mem::take(&mut rejected)).await?;
             }
-            on_progress(Progress { processed, total, counts });
+            if last.elapsed() >= PROGRESS_EVERY {
+                last = Instant::now();
+                store.record_import_rows(id, &std::mem::take(&mut rejected)).await?;
+                if !store.import_progress(id, worker, None, processed as i64, &counts).await? {
+                    return Err(ImportError::Busy(id));
+                }
+                on_progress(Progress { processed, total, counts });
+            }
         }
     }
     while let Some(r) = in_flight.next().await {
@@ -410,6 +440,62 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     store.record_import_rows(id, &rejected).await?;
     on_progress(Progress { processed, total, counts });
     Ok(())
+}
+
+/// Rows per parsing task, and how many such tasks run ahead of the queueing.
+const PARSE_CHUNK: usize = 1024;
+const PARSE_AHEAD: usize = 4;
+
+/// What turning a row into a submission needs, shared by the parsing tasks.
+struct RowContext {
+    headers: Vec<String>,
+    mapping: Map<String, Value>,
+    defaults: IntakeDefaults,
+    source: String,
+    actor: String,
+    id: Uuid,
+    dry_run: bool,
+    intake: voronka_store::IntakeHandle,
+}
+
+enum Parsed {
+    Rejected(String, String),
+    /// A dry run's lead, forecast rather than submitted.
+    Forecast(Box<NewLead>),
+    Ready(Box<voronka_store::Submission>),
+}
+
+impl RowContext {
+    fn parse(&self, rows: Vec<(i64, Vec<String>)>) -> Vec<(i64, Parsed)> {
+        rows.into_iter()
+            .map(|(row_no, cells)| {
+                let pairs = pairs_of(&self.headers, cells);
+                let p = match LeadInput::from_form(&pairs, &self.mapping, &[], &self.defaults) {
+                    Err(r) => {
+                        let (reason, detail) = rejection(&r);
+                        Parsed::Rejected(reason, detail)
+                    }
+                    Ok(mut lead) => {
+                        if lead.source.is_none() {
+                            lead.source = Some(self.source.clone());
+                        }
+                        if self.dry_run {
+                            Parsed::Forecast(Box::new(lead))
+                        } else {
+                            Parsed::Ready(Box::new(self.intake.prepare(IntakeCommand {
+                                lead,
+                                idempotency: None,
+                                actor: Some(self.actor.clone()),
+                                form_id: None,
+                                import: Some(ImportMark { import_id: self.id, row: row_no }),
+                            })))
+                        }
+                    }
+                };
+                (row_no, p)
+            })
+            .collect()
+    }
 }
 
 fn count_reply(outcome: IntakeOutcome, counts: &mut ImportCounts) {

@@ -1,7 +1,7 @@
 //! Lead submissions inside the intake transaction: idempotency, identity resolution
 //! (new, repeat or returning lead), the rows they write, their scores, and the answers.
 
-use super::score::{Scoring, profile_of_new, profile_of_row};
+use super::score::{Scoring, profile_of_row};
 use super::*;
 use crate::leads::LeadRow;
 use std::collections::{BTreeMap, HashMap};
@@ -169,14 +169,15 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
             changes.point(&mut known, ident, id, LeadStatus::New);
         }
         let contact_id = previous.as_ref().filter(|p| p.status == LeadStatus::Converted).and_then(|p| p.contact_id);
-        let fields = Value::Object(lead.fields.clone()).to_string();
         new_leads.push(LeadInsert {
             id,
             lead,
             returning_of: previous.as_ref().map(|p| p.lead_id),
             contact_id,
             search: &prep.search,
-            fields,
+            fields: &prep.fields,
+            profile: &prep.profile,
+            profile_ledger: prep.profile_ledger.as_ref(),
             at: *at,
         });
         let data = match &previous {
@@ -192,7 +193,7 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
                 });
                 with_keys(json!({"identities": idents, "returning_of": p.lead_id, "previous_status": p.status.as_str()}), &prep.event)
             }
-            None => with_keys(json!({ "identities": idents }), &prep.event),
+            None => prep.created_event.clone(),
         };
         writes.events.push(EventInsert {
             lead_id: Some(id),
@@ -206,7 +207,10 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         writes.outbox.push(OutboxInsert {
             topic: "lead.created",
             aggregate_id: id,
-            payload: json!({ "lead_id": id, "returning_of": previous.as_ref().map(|p| p.lead_id) }).to_string(),
+            payload: match &previous {
+                Some(p) => format!(r#"{{"lead_id":"{id}","returning_of":"{}"}}"#, p.lead_id),
+                None => format!(r#"{{"lead_id":"{id}","returning_of":null}}"#),
+            },
             at: *at,
         });
         if let Some(v) = &lead.visitor_id {
@@ -249,7 +253,7 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
     // 5. Scores: a new lead is scored on its profile; a repeat request may have changed the
     //    profile (a contact filled in); a visitor's earlier interest joins the lead.
     for l in &new_leads {
-        scoring.new_lead(l.id, profile_of_new(l.lead), l.at);
+        scoring.new_lead(l.id, l.profile, l.profile_ledger, l.at);
     }
     let mut repeat_rows: HashMap<Uuid, LeadRow> = HashMap::new();
     let ids: Vec<Uuid> = repeats.keys().copied().collect();
@@ -298,13 +302,22 @@ pub(super) async fn answer_leads<T: IntakeTx>(
     now: Ts,
 ) -> Result<Vec<(usize, Result<IntakeReply, IntakeError>)>, BatchError> {
     let LeadPlans { plans, new_leads, mut repeat_rows } = lp;
-    let mut leads: HashMap<Uuid, Arc<Lead>> = HashMap::with_capacity(plans.len());
-    for l in &new_leads {
-        leads.insert(l.id, Arc::new(scoring.lead_of_insert(l, now)));
-    }
-    for (id, row) in repeat_rows.drain() {
-        leads.insert(id, Arc::new(scoring.lead_of_row(row, now)));
-    }
+    // The lead of each answer, made when first needed: an imported row is answered with its
+    // outcome alone, so the writer does not build a lead no one reads.
+    let new_by_id: HashMap<Uuid, &LeadInsert> = new_leads.iter().map(|l| (l.id, l)).collect();
+    let mut leads: HashMap<Uuid, Arc<Lead>> = HashMap::new();
+    let mut lead_of = |id: &Uuid| -> Option<Arc<Lead>> {
+        if let Some(l) = leads.get(id) {
+            return Some(l.clone());
+        }
+        let l = match (new_by_id.get(id), repeat_rows.remove(id)) {
+            (Some(ins), _) => Arc::new(scoring.lead_of_insert(ins, now)),
+            (None, Some(row)) => Arc::new(scoring.lead_of_row(row, now)),
+            (None, None) => return None,
+        };
+        leads.insert(*id, l.clone());
+        Some(l)
+    };
     let mut results: Vec<Option<Result<IntakeReply, IntakeError>>> = Vec::with_capacity(plans.len());
     let mut stored_bodies: Vec<(usize, u16, Arc<Vec<u8>>)> = Vec::new();
     for (i, plan) in plans.iter().enumerate() {
@@ -315,14 +328,19 @@ pub(super) async fn answer_leads<T: IntakeTx>(
             }),
             Plan::FollowerOf(_) => None,
             Plan::Created(id) | Plan::Returning(id) | Plan::Repeat(id) => {
-                let Some(lead) = leads.get(id) else {
-                    return Err(BatchError::Conflict("lead missing after insert"));
-                };
                 let (outcome, status) = match plan {
                     Plan::Created(_) => (IntakeOutcome::Created, 201),
                     Plan::Returning(_) => (IntakeOutcome::Returning, 201),
                     _ => (IntakeOutcome::Repeat, 200),
                 };
+                if jobs[i].1.import.is_some() && jobs[i].1.idempotency.is_none() {
+                    results.push(Some(Ok(IntakeReply { outcome, lead_id: Some(*id), status, answer: Answer::Outcome })));
+                    continue;
+                }
+                let Some(lead) = lead_of(id) else {
+                    return Err(BatchError::Conflict("lead missing after insert"));
+                };
+                let lead = &lead;
                 // An answer that must be replayed is stored with the lead, so it is written here.
                 let answer = if jobs[i].1.idempotency.is_some() {
                     let body = Arc::new(answer_json(lead, outcome));

@@ -38,7 +38,7 @@ use voronka_domain::{Clock, NewLead};
 /// Most jobs committed in one transaction: SQLite's one writer gains from large batches
 /// (fewer commits, each with its WAL fsync, for a file import); PostgreSQL's concurrent
 /// writers do better with smaller ones (less held at once, fewer conflicts to retry).
-pub(crate) const SQLITE_MAX_BATCH: usize = 2048;
+pub(crate) const SQLITE_MAX_BATCH: usize = 4096;
 pub(crate) const PG_MAX_BATCH: usize = 512;
 const MAX_ATTEMPTS: u32 = 8;
 
@@ -107,6 +107,8 @@ pub struct IntakeReply {
 enum Answer {
     Stored(Arc<Vec<u8>>),
     Lead(Arc<Lead>),
+    /// Only the outcome (an imported row: the import counts outcomes, it shows no lead).
+    Outcome,
 }
 
 /// The answer body of `POST /api/v1/leads`: the lead, and whether it was a repeat request.
@@ -129,6 +131,12 @@ impl IntakeReply {
         match &self.answer {
             Answer::Stored(b) => b.as_ref().clone(),
             Answer::Lead(l) => answer_json(l, self.outcome),
+            Answer::Outcome => serde_json::to_vec(&json!({
+                "id": self.lead_id,
+                "repeat": self.outcome == IntakeOutcome::Repeat,
+                "returning": self.outcome == IntakeOutcome::Returning,
+            }))
+            .unwrap_or_default(),
         }
     }
 }
@@ -151,6 +159,15 @@ struct Prepared {
     search: String,
     /// The event's JSON object: source, form and the submission as received.
     event: String,
+    /// The `lead_created` event's data when the lead is new and not returning (the usual
+    /// case), made before the writer so that it does not build it.
+    created_event: String,
+    /// The custom fields as stored (JSON).
+    fields: String,
+    /// What profile rules look at, for scoring the lead when it is new.
+    profile: voronka_domain::scoring::Profile,
+    /// The profile's ledger entries under a model version, when worked out before queueing.
+    profile_ledger: Option<(i64, Vec<voronka_domain::scoring::Entry>)>,
 }
 
 /// A job's work, as queued.
@@ -181,6 +198,9 @@ type Results = Vec<Result<Done, IntakeError>>;
 pub struct IntakeHandle {
     tx: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
+    /// The writers' models: a submission's profile points are worked out before it is
+    /// queued with the model the writers last used (and again in the writer if that changed).
+    models: Arc<ModelCache>,
 }
 
 impl IntakeHandle {
@@ -192,16 +212,42 @@ impl IntakeHandle {
 
     /// Commits the submission and returns the answer once it is durable.
     pub async fn submit(&self, cmd: IntakeCommand) -> Result<IntakeReply, IntakeError> {
+        let s = self.prepare(cmd);
+        self.submit_prepared(s).await
+    }
+
+    /// The work on a submission that needs no database (identities, search text, event
+    /// data, profile points), which a caller may do on another thread before queueing it
+    /// with `submit_prepared` in the order it wants.
+    pub fn prepare(&self, cmd: IntakeCommand) -> Submission {
         let lead = &cmd.lead;
-        let prep = Prepared {
+        let mut prep = Prepared {
             idents: lead.identities(),
             search: lead.search_text(),
-            event: json!({
-                "channel": lead.channel, "campaign": lead.campaign, "form_id": cmd.form_id, "submission": lead.submission,
+            // Serialised from borrowed parts (the submission is not copied into a `Value`).
+            event: serde_json::to_string(&EventHead {
+                campaign: &lead.campaign,
+                channel: &lead.channel,
+                form_id: &cmd.form_id,
+                submission: &lead.submission,
             })
-            .to_string(),
+            .unwrap_or_else(|_| "{}".into()),
+            created_event: String::new(),
+            fields: Value::Object(lead.fields.clone()).to_string(),
+            profile: score::profile_of_new(lead),
+            profile_ledger: None,
         };
-        match self.run(Meta::Lead { cmd, prep, at: Ts::from(self.clock.now()) }).await? {
+        let at = Ts::from(self.clock.now());
+        let (version, model) = self.models.active();
+        prep.profile_ledger = Some((version, model.profile_entries(&prep.profile, at.micros())));
+        prep.created_event = with_keys(json!({ "identities": prep.idents }), &prep.event);
+        Submission { cmd, prep, at }
+    }
+
+    /// Commits a prepared submission and returns the answer once it is durable.
+    pub async fn submit_prepared(&self, s: Submission) -> Result<IntakeReply, IntakeError> {
+        let Submission { cmd, prep, at } = s;
+        match self.run(Meta::Lead { cmd, prep, at }).await? {
             Done::Lead(r) => Ok(r),
             Done::Events(_) => Err(IntakeError::Storage(anyhow::anyhow!("mismatched answer"))),
         }
@@ -214,6 +260,22 @@ impl IntakeHandle {
             Done::Lead(_) => Err(IntakeError::Storage(anyhow::anyhow!("mismatched answer"))),
         }
     }
+}
+
+/// A submission ready to be queued (see `IntakeHandle::prepare`).
+pub struct Submission {
+    cmd: IntakeCommand,
+    prep: Prepared,
+    at: Ts,
+}
+
+/// The data of a submission's event (keys in the order `json!` would give them).
+#[derive(Serialize)]
+struct EventHead<'a> {
+    campaign: &'a Option<String>,
+    channel: &'a str,
+    form_id: &'a Option<Uuid>,
+    submission: &'a Value,
 }
 
 /// What a writer keeps between batches.
@@ -232,6 +294,7 @@ pub(crate) async fn start(
     writers: usize,
     models: Arc<ModelCache>,
 ) -> anyhow::Result<IntakeHandle> {
+    let handle_models = models.clone();
     let (tx, rx) = mpsc::channel::<Job>(8192);
     match (db, crate::db::sqlite_path(url)?) {
         (Db::Sqlite { .. }, Some(path)) => {
@@ -241,7 +304,11 @@ pub(crate) async fn start(
             let ctx = WriterCtx { models, targets: Default::default() };
             std::thread::Builder::new()
                 .name("voronka-sqlite-writer".into())
-                .spawn(move || sqlite::run(conn, rx, ctx, alive))
+                .spawn(move || {
+                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive) {
+                        tracing::error!(error = %format!("{e:#}"), "the SQLite intake writer stopped");
+                    }
+                })
                 .context("cannot start the SQLite writer thread")?;
         }
         (Db::Sqlite { .. }, None) => anyhow::bail!("the SQLite writer needs the database path"),
@@ -250,7 +317,7 @@ pub(crate) async fn start(
             pg::start(pool, rx, writers.max(1), models)
         }
     }
-    Ok(IntakeHandle { tx, clock })
+    Ok(IntakeHandle { tx, clock, models: handle_models })
 }
 
 /// Takes what is queued, up to a batch: the first job waited, the rest arrived while the
@@ -370,7 +437,9 @@ struct LeadInsert<'a> {
     returning_of: Option<Uuid>,
     contact_id: Option<Uuid>,
     search: &'a str,
-    fields: String,
+    fields: &'a str,
+    profile: &'a voronka_domain::scoring::Profile,
+    profile_ledger: Option<&'a (i64, Vec<voronka_domain::scoring::Entry>)>,
     at: Ts,
 }
 

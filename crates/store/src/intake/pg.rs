@@ -120,7 +120,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(col(rows, |r| r.lead.tracking_number.as_ref().map(|p| p.as_str())))
         .bind(col(rows, |r| r.lead.visitor_id.as_deref()))
         .bind(col(rows, |r| r.lead.external_id.as_deref()))
-        .bind(col(rows, |r| r.fields.as_str()))
+        .bind(col(rows, |r| r.fields))
         .bind(col(rows, |r| r.lead.consent.as_ref().map(|c| c.marketing)))
         .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.text.as_deref())))
         .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.at).map(Ts::from)))

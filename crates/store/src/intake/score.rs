@@ -109,9 +109,13 @@ impl Scoring {
         Scoring { version, model, leads: BTreeMap::new(), promoted: Vec::new() }
     }
 
-    /// A lead created in this batch: scored on its profile.
-    pub(super) fn new_lead(&mut self, id: Uuid, profile: Profile, at: Ts) {
-        let ledger = self.model.profile_entries(&profile, at.micros());
+    /// A lead created in this batch, scored on its profile; `pre` is its profile ledger worked out before the
+    /// batch, used when made with this batch's model version.
+    pub(super) fn new_lead(&mut self, id: Uuid, profile: &Profile, pre: Option<&(i64, Vec<Entry>)>, at: Ts) {
+        let ledger = match pre {
+            Some((v, entries)) if *v == self.version => entries.clone(),
+            _ => self.model.profile_entries(profile, at.micros()),
+        };
         self.leads.insert(
             id,
             LeadState { ledger, inputs: Some(Vec::new()), inputs_dirty: false, status: LeadStatus::New, before: None, dirty: true },
@@ -296,6 +300,8 @@ impl Scoring {
             tx.set_sales_ready(&self.promoted, now).await?;
         }
         if !scores.is_empty() {
+            // In key order: index pages are filled in turn, and writers lock rows in one order.
+            scores.sort_unstable_by_key(|s| s.lead_id);
             tx.save_scores(&scores).await?;
         }
         if !inputs.is_empty() {
