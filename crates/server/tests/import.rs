@@ -102,6 +102,35 @@ async fn a_windows_1251_semicolon_file_goes_through_the_intake_row_by_row() {
 }
 
 #[tokio::test]
+async fn in_a_large_file_the_earlier_row_of_a_person_creates_the_lead() {
+    // Rows are parsed in chunks on several threads; they must still reach the intake in file
+    // order. Every person appears twice, the second time some thousand rows later, in
+    // another chunk.
+    let app = spawn_app().await;
+    let people = 2_500;
+    let mut text = String::from("Name,Phone\n");
+    for i in 0..people * 2 {
+        let p = if i < people { i } else { people * 2 - 1 - i };
+        text.push_str(&format!("Person {p},+7921{:07}\n", 1_000_000 + p));
+    }
+    let done = import(&app, "big.csv", text.as_bytes(), &[]).await;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!((done["created"].as_i64(), done["repeats"].as_i64()), (Some(people as i64), Some(people as i64)), "{done}");
+    let rows = report(&app, done["id"].as_str().unwrap(), "en").await;
+    let wrong: Vec<usize> = rows[1..]
+        .iter()
+        .filter(|r| {
+            let row: usize = r[0].parse().unwrap();
+            // Data rows are numbered from 2 (the header is row 1).
+            r[1] != if row - 2 < people { "created" } else { "repeat" }
+        })
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert!(wrong.is_empty(), "{} rows out of order: {:?}", wrong.len(), &wrong[..wrong.len().min(40)]);
+    assert_eq!(rows.len(), 1 + people * 2);
+}
+
+#[tokio::test]
 async fn an_xlsx_with_russian_headers_and_numeric_phones_imports() {
     let app = spawn_app().await;
     let mut book = rust_xlsxwriter::Workbook::new();

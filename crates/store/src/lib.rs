@@ -30,7 +30,7 @@ use voronka_domain::Clock;
 pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, TokenListed, hash_token, random_key};
 pub use db::{Backend, PoolOptions, redact};
 pub use intake::{EventsCommand, EventsReply, TrackedEvent};
-pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply, Submission};
+pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply, PendingReply, Submission};
 pub use leads::{Cursor, ExactContact, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};
 pub use rescore::RescoreReport;
 pub use ts::Ts;

@@ -408,7 +408,8 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
                     }
                 }
                 Parsed::Ready(sub) => {
-                    in_flight.push(store.intake().submit_prepared(*sub));
+                    // Queued here, one by one, so that rows reach the writer in file order.
+                    in_flight.push(store.intake().queue(*sub).await?.reply());
                     while in_flight.len() >= max_in_flight {
                         if let Some(r) = in_flight.next().await {
                             count_reply(r?.outcome, &mut counts);

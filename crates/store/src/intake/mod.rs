@@ -246,11 +246,17 @@ impl IntakeHandle {
 
     /// Commits a prepared submission and returns the answer once it is durable.
     pub async fn submit_prepared(&self, s: Submission) -> Result<IntakeReply, IntakeError> {
+        self.queue(s).await?.reply().await
+    }
+
+    /// Queues a prepared submission and returns at once (waiting only while the queue is
+    /// full): submissions queued one after another reach the writer in that order, which
+    /// many futures polled together do not promise.
+    pub async fn queue(&self, s: Submission) -> Result<PendingReply, IntakeError> {
         let Submission { cmd, prep, at } = s;
-        match self.run(Meta::Lead { cmd, prep, at }).await? {
-            Done::Lead(r) => Ok(r),
-            Done::Events(_) => Err(IntakeError::Storage(anyhow::anyhow!("mismatched answer"))),
-        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Job { meta: Meta::Lead { cmd, prep, at }, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
+        Ok(PendingReply(rx))
     }
 
     /// Commits tracker events (and the scores they change) once they are durable.
@@ -258,6 +264,19 @@ impl IntakeHandle {
         match self.run(Meta::Events { cmd, at: Ts::from(self.clock.now()) }).await? {
             Done::Events(r) => Ok(r),
             Done::Lead(_) => Err(IntakeError::Storage(anyhow::anyhow!("mismatched answer"))),
+        }
+    }
+}
+
+/// The answer to a queued submission, to be awaited.
+pub struct PendingReply(oneshot::Receiver<Result<Done, IntakeError>>);
+
+impl PendingReply {
+    /// The answer, once the submission is committed and durable.
+    pub async fn reply(self) -> Result<IntakeReply, IntakeError> {
+        match self.0.await.map_err(|_| IntakeError::ShuttingDown)?? {
+            Done::Lead(r) => Ok(r),
+            Done::Events(_) => Err(IntakeError::Storage(anyhow::anyhow!("mismatched answer"))),
         }
     }
 }
