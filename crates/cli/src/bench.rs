@@ -101,6 +101,10 @@ pub struct RescoreArgs {
     events_per_lead: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Re-score this existing database (made by `bench seed`, say) instead of a fresh
+    /// generated one; it is kept, and `--backend` is ignored.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -143,6 +147,13 @@ pub struct IntakeArgs {
     /// Seconds of unmeasured warm-up before each scenario.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
+    /// Leads generated into the database before the run (`bench seed`'s dataset), so that the
+    /// intake is measured against full tables and indexes; the target is stated at 1 M.
+    #[arg(long, default_value_t = 1_000_000)]
+    preload: u64,
+    /// Behaviour events per preloaded lead, on average.
+    #[arg(long, default_value_t = 10)]
+    preload_events: u32,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -189,55 +200,63 @@ async fn seed(store: &Store, spec: &SeedSpec) -> Result<voronka_store::seed::See
 }
 
 async fn rescore(a: RescoreArgs) -> Result<()> {
+    if let Some(url) = &a.database_url {
+        println!("voronka bench rescore: the leads of {}", voronka_store::redact(url));
+        let name = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+        return rescore_one(&a, name, url, false).await;
+    }
     println!("voronka bench rescore: {} leads, about {} events each", a.leads, a.events_per_lead);
     for which in backends(a.backend) {
-        let name = backend_name(which);
         let db = BenchDb::create(which, &a.pg_url).await?;
-        let r = async {
-            let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
-            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: false, ..Default::default() };
-            let s = seed(&store, &spec).await?;
-            println!(
-                "[{name}] dataset: {} leads, {} behaviour events (+{} lead_created) written in {:.1} s",
-                s.leads,
-                s.events,
-                s.leads,
-                s.millis as f64 / 1000.0
-            );
-            let starter = voronka_domain::scoring::starter_json();
-            let mut behaviour = starter.clone();
-            behaviour["rules"][0]["points"] = serde_json::json!(2);
-            let mut profile = behaviour.clone();
-            profile["rules"][15]["points"] = serde_json::json!(3);
-            for (what, model) in [
-                ("a behaviour rule (page_view +1 → +2)", &behaviour),
-                ("a profile rule (company +2 → +3)", &profile),
-                ("back to the starter model", &starter),
-            ] {
-                let t = Instant::now();
-                let (version, report) = store.put_model(model).await?.map_err(|e| anyhow::anyhow!("model refused: {e:?}"))?;
-                println!(
-                    "[{name}] re-score after changing {what}: {} leads in {:.2} s ({} changed), model v{version}",
-                    report.rescored,
-                    t.elapsed().as_secs_f64(),
-                    report.changed
-                );
-            }
-            let t = Instant::now();
-            let r = store.refresh_scores().await?;
-            println!(
-                "[{name}] refresh of stored scores (decay): {} leads in {:.2} s ({} changed)",
-                r.rescored,
-                t.elapsed().as_secs_f64(),
-                r.changed
-            );
-            store.close().await;
-            anyhow::Ok(())
-        }
-        .await;
+        let r = rescore_one(&a, backend_name(which), &db.url, true).await;
         db.remove().await;
         r?;
     }
+    Ok(())
+}
+
+async fn rescore_one(a: &RescoreArgs, name: &str, url: &str, generate: bool) -> Result<()> {
+    let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
+    if generate {
+        let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: false, ..Default::default() };
+        let s = seed(&store, &spec).await?;
+        println!(
+            "[{name}] dataset: {} leads, {} behaviour events (+{} lead_created) written in {:.1} s",
+            s.leads,
+            s.events,
+            s.leads,
+            s.millis as f64 / 1000.0
+        );
+    }
+    let starter = voronka_domain::scoring::starter_json();
+    let mut behaviour = starter.clone();
+    behaviour["rules"][0]["points"] = serde_json::json!(2);
+    let mut profile = behaviour.clone();
+    profile["rules"][15]["points"] = serde_json::json!(3);
+    for (what, model) in [
+        ("a behaviour rule (page_view +1 → +2)", &behaviour),
+        ("a profile rule (company +2 → +3)", &profile),
+        ("back to the starter model", &starter),
+    ] {
+        let t = Instant::now();
+        let (version, report) = store.put_model(model).await?.map_err(|e| anyhow::anyhow!("model refused: {e:?}"))?;
+        println!(
+            "[{name}] re-score after changing {what}: {} leads in {:.2} s ({} changed), model v{version}",
+            report.rescored,
+            t.elapsed().as_secs_f64(),
+            report.changed
+        );
+    }
+    let t = Instant::now();
+    let r = store.refresh_scores().await?;
+    println!(
+        "[{name}] refresh of stored scores (decay): {} leads in {:.2} s ({} changed)",
+        r.rescored,
+        t.elapsed().as_secs_f64(),
+        r.changed
+    );
+    println!("[{name}] peak RSS of this process {}", self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into()));
+    store.close().await;
     Ok(())
 }
 
@@ -782,11 +801,13 @@ async fn intake(a: IntakeArgs) -> Result<()> {
         w => vec![w],
     };
     println!(
-        "voronka bench intake: {} connections, {} s per scenario (+{} s warm-up), {} cores",
+        "voronka bench intake: {} connections, {} s per scenario (+{} s warm-up), {} cores, {} leads and about {} events each already in the database",
         a.connections,
         a.duration,
         a.warmup,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        a.preload,
+        a.preload_events
     );
     for which in backends {
         let db = BenchDb::create(which, &a.pg_url).await?;
@@ -801,6 +822,11 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     let name = if which == Which::Sqlite { "sqlite" } else { "postgres" };
     let token = {
         let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
+        if a.preload > 0 {
+            let spec = SeedSpec { leads: a.preload, events_per_lead: a.preload_events, seed: 42, ..Default::default() };
+            let s = seed(&store, &spec).await?;
+            println!("[{name}] preloaded {} leads and {} events in {:.1} s", s.leads, s.events, s.millis as f64 / 1000.0);
+        }
         let (_, t) = store.create_token("bench", &["leads:write".to_string()]).await?;
         store.close().await;
         t

@@ -346,6 +346,69 @@ async fn a_model_change_rescores_every_lead() {
     assert_eq!(app.get("/api/v1/scoring/model", Some(&app.token)).await.json()["version"], 3);
 }
 
+/// A re-score that changes many rows writes them in one transaction that drops and builds
+/// again the score table's indexes (SQLite); its scores must be exactly those of the
+/// row-by-row path, the indexes must be there afterwards, and priority lists (which walk the
+/// priority index) must page in the same order.
+#[tokio::test]
+async fn a_bulk_rescore_gives_the_scores_of_the_row_by_row_one() {
+    use voronka_store::seed::SeedSpec;
+    use voronka_store::{LeadFilter, LeadSort, Store, StoreConfig};
+    let db = TestDb::new().await;
+    let clock: Arc<dyn voronka_domain::Clock> = Arc::new(TestClock::new(now()));
+    let open = |bulk: usize| {
+        let cfg = StoreConfig { rescore_bulk_rows: bulk, ..StoreConfig::new(&db.url) };
+        let clock = clock.clone();
+        async move { Store::open(&cfg, clock).await }
+    };
+    let rows = open(usize::MAX).await.unwrap();
+    rows.seed(&SeedSpec { leads: 2_000, events_per_lead: 4, seed: 11, ..Default::default() }, |_| {}).await.unwrap();
+    let bulk = open(1).await.unwrap();
+    async fn all(store: &Store) -> Vec<(uuid::Uuid, f64, f64, String, String)> {
+        let mut f = LeadFilter { sort: LeadSort::Priority, limit: 500, ..Default::default() };
+        let mut out = Vec::new();
+        loop {
+            let page = store.leads(&f).await.unwrap();
+            out.extend(page.items.iter().map(|l| (l.id, l.score, l.priority, l.temperature.clone(), l.grade.clone())));
+            match page.next_cursor {
+                Some(c) => f.cursor = Some(voronka_store::Cursor::decode(&c).unwrap()),
+                None => return out,
+            }
+        }
+    }
+    let starter = voronka_domain::scoring::starter_json();
+    let mut m = starter.clone();
+    m["rules"][0]["points"] = json!(3); // page_view 1 → 3
+    m["rules"][15]["points"] = json!(5); // company 2 → 5
+    let (_, first) = rows.put_model(&m).await.unwrap().unwrap();
+    assert_eq!(first.rescored, 2_000);
+    let expected = all(&rows).await;
+    assert_eq!(expected.len(), 2_000);
+    rows.put_model(&starter).await.unwrap().unwrap();
+    assert_ne!(all(&bulk).await, expected, "the starter model scores differently");
+    let (_, second) = bulk.put_model(&m).await.unwrap().unwrap();
+    assert_eq!((second.rescored, second.changed), (first.rescored, first.changed));
+    assert_eq!(all(&bulk).await, expected);
+    if backend() == "sqlite" {
+        let path = db.url.trim_start_matches("sqlite://");
+        let c = rusqlite::Connection::open(path).unwrap();
+        let mut names: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lead_scores' AND sql IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        names.sort();
+        assert_eq!(names, ["lead_scores_priority", "lead_scores_score"]);
+        let plan: String =
+            c.query_row("EXPLAIN QUERY PLAN SELECT lead_id FROM lead_scores ORDER BY priority DESC LIMIT 5", [], |r| r.get(3)).unwrap();
+        assert!(plan.contains("lead_scores_priority"), "{plan}");
+    }
+    bulk.close().await;
+    rows.close().await;
+}
+
 #[tokio::test]
 async fn stored_priority_follows_time_after_a_refresh() {
     let (app, clock) = app().await;

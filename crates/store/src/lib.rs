@@ -56,11 +56,15 @@ pub struct StoreConfig {
     /// Score-index entries a priority or score list walks on SQLite before it reads the
     /// filters' matches and sorts them instead (see `Store::leads`).
     pub list_walk_rows: i64,
+    /// Changed score rows from which a SQLite re-score writes in one transaction that
+    /// rebuilds the score indexes (see `rescore::sqlite_pass`), when they are also a tenth
+    /// of the leads.
+    pub rescore_bulk_rows: usize,
 }
 
 impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
-        StoreConfig { url: url.into(), pool: PoolOptions::default(), writers: 4, list_walk_rows: 10_000 }
+        StoreConfig { url: url.into(), pool: PoolOptions::default(), writers: 4, list_walk_rows: 10_000, rescore_bulk_rows: 50_000 }
     }
 }
 
@@ -74,6 +78,7 @@ pub struct Store {
     /// The SQLite file, for the passes that read it directly.
     pub(crate) sqlite_path: Option<std::path::PathBuf>,
     pub(crate) list_walk_rows: i64,
+    pub(crate) rescore_bulk_rows: usize,
 }
 
 impl Store {
@@ -85,7 +90,15 @@ impl Store {
         let models = Arc::new(scoring::ModelCache::default());
         let intake = intake::start(&db, &cfg.url, clock.clone(), cfg.writers, models.clone()).await?;
         let sqlite_path = db::sqlite_path(&cfg.url)?;
-        let store = Store { db, intake, clock, models, sqlite_path, list_walk_rows: cfg.list_walk_rows.max(1) };
+        let store = Store {
+            db,
+            intake,
+            clock,
+            models,
+            sqlite_path,
+            list_walk_rows: cfg.list_walk_rows.max(1),
+            rescore_bulk_rows: cfg.rescore_bulk_rows,
+        };
         store.refresh_model().await?;
         store.seed_reasons().await?;
         Ok(store)

@@ -221,8 +221,8 @@ impl Store {
         let mut report = match &self.db {
             Db::Sqlite { .. } => {
                 let path = self.sqlite_file()?;
-                let at = self.now();
-                tokio::task::spawn_blocking(move || sqlite_pass(&path, &pass, at))
+                let (at, bulk_rows) = (self.now(), self.rescore_bulk_rows);
+                tokio::task::spawn_blocking(move || sqlite_pass(&path, &pass, at, bulk_rows))
                     .await
                     .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))?
                     .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score failed: {e}")))?
@@ -236,6 +236,8 @@ impl Store {
     async fn pg_pass(&self, pool: &sqlx::PgPool, pass: &Pass) -> Result<RescoreReport, StoreError> {
         let mut report = RescoreReport::default();
         let mut after: Option<Uuid> = None;
+        // A lead scored live since the pass began (with this model) keeps its row.
+        let at = self.now();
         loop {
             let inputs = pg_read(pool, after, pass.profile).await?;
             let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
@@ -243,7 +245,7 @@ impl Store {
             let outputs = self.compute(pass, inputs).await?;
             report.changed += outputs.len() as u64;
             if !outputs.is_empty() {
-                pg_write(pool, &outputs, pass.version, self.now()).await?;
+                pg_write(pool, &outputs, pass.version, at).await?;
             }
             after = Some(last);
         }
@@ -317,10 +319,15 @@ fn placeholders(n: usize) -> String {
 const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
 
-/// The whole pass on SQLite, on one thread: a reader and a writer connection, chunk by
-/// chunk in lead order; each chunk's writes are one short transaction, so intake commits
-/// between chunks.
-fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts) -> rusqlite::Result<RescoreReport> {
+/// The whole pass on SQLite, on one thread, in two phases. First every lead is read and
+/// scored, chunk by chunk in lead order, with no write lock held (intake goes on). Then the
+/// changed rows are written in lead order: a few as short transactions of `CHUNK` rows, so
+/// intake commits between them; many in one transaction that drops the score table's
+/// indexes, updates the rows and builds the indexes again by sorting. Updating a row moves
+/// its entries in the priority and score indexes to random places, and every chunk's commit
+/// wrote most index pages to the WAL again; a build writes each page once. Readers see the
+/// old rows and indexes until the commit; intake waits for that one transaction.
+fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) -> rusqlite::Result<RescoreReport> {
     use rusqlite::{Connection, OpenFlags};
     let open = |flags| -> rusqlite::Result<Connection> {
         let c = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -329,25 +336,131 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts) -> rusqlite::Result<
         c.pragma_update(None, "mmap_size", 1i64 << 32)?;
         Ok(c)
     };
-    let reader = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    // Phase one on every core: the lead order cut into as many ranges, each read and scored
+    // by its own thread and connection.
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8);
+    let mut bounds: Vec<Vec<u8>> = vec![Vec::new()];
+    {
+        let c = open(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let count: i64 = c.query_row("SELECT COUNT(*) FROM lead_scores", [], |r| r.get(0))?;
+        let ranges = if count < 2 * CHUNK as i64 { 1 } else { threads as i64 };
+        for k in 1..ranges {
+            let cut: Option<Vec<u8>> = c
+                .query_row("SELECT lead_id FROM lead_scores ORDER BY lead_id LIMIT 1 OFFSET ?1", [count * k / ranges - 1], |r| r.get(0))
+                .ok();
+            bounds.extend(cut);
+        }
+    }
+    // Past every 16-byte id.
+    bounds.push(vec![0xFF; 17]);
+    let parts: Vec<rusqlite::Result<RangeScored>> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds
+            .windows(2)
+            .map(|w| {
+                let (after, until) = (w[0].clone(), w[1].clone());
+                let open = &open;
+                s.spawn(move || sqlite_score_range(open(OpenFlags::SQLITE_OPEN_READ_ONLY)?, pass, after, until))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(rusqlite::Error::InvalidParameterName("a re-score thread panicked".into()))))
+            .collect()
+    });
+    let mut report = RescoreReport::default();
+    let (mut t_read, mut t_compute) = (0u128, 0u128);
+    let mut outputs: Vec<Output> = Vec::new();
+    for part in parts {
+        let part = part?;
+        report.rescored += part.rescored;
+        t_read += part.t_read;
+        t_compute += part.t_compute;
+        if outputs.is_empty() {
+            outputs = part.outputs;
+        } else {
+            outputs.extend(part.outputs);
+        }
+    }
+    report.changed = outputs.len() as u64;
+    let t = Instant::now();
     let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     writer.pragma_update(None, "synchronous", "FULL")?;
     // The checkpoint thread copies the WAL back; this pass never waits for it.
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-    let mut report = RescoreReport::default();
-    let mut after: Vec<u8> = Vec::new();
-    let sql = format!("{READ_SQL} WHERE s.lead_id > ?1 ORDER BY s.lead_id LIMIT {CHUNK}");
-    let mut read = reader.prepare(&sql)?;
-    let mut profile_of = reader.prepare(
-        "SELECT name, phone, email, messenger, company, position, city, interest, message, channel, campaign, source, \
-         utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields \
-         FROM leads WHERE id = ?1",
-    )?;
-    let (mut t_read, mut t_compute, mut t_write) = (0u128, 0u128, 0u128);
+    // Index builds sort in memory, on every core.
+    writer.pragma_update(None, "temp_store", "MEMORY")?;
+    writer.pragma_update(None, "threads", threads as i64)?;
+    let bulk = outputs.len() >= bulk_rows && outputs.len() as u64 * 10 >= report.rescored;
+    for part in outputs.chunks(if bulk { outputs.len().max(1) } else { CHUNK }) {
+        let tx = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let indexes: Vec<(String, String)> = if bulk {
+            let found = tx
+                .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'lead_scores' AND sql IS NOT NULL")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (name, _) in &found {
+                tx.execute_batch(&format!("DROP INDEX \"{}\"", name.replace('"', "\"\"")))?;
+            }
+            found
+        } else {
+            Vec::new()
+        };
+        let t_drop = t.elapsed().as_micros();
+        {
+            // A lead scored live since the pass began (with this model) keeps its row.
+            let mut stmt = tx.prepare_cached(
+                "UPDATE lead_scores SET score = ?1, priority = ?2, profile = ?3, temperature = ?4, grade = ?5, ledger = ?6, \
+                 model_version = ?7, scored_at = ?8 WHERE lead_id = ?9 AND model_version <= ?7 AND scored_at <= ?8",
+            )?;
+            for o in part {
+                stmt.execute(rusqlite::params![
+                    o.score,
+                    o.priority,
+                    o.profile,
+                    o.temperature,
+                    o.grade,
+                    o.ledger,
+                    pass.version,
+                    at,
+                    o.lead_id
+                ])?;
+            }
+        }
+        let t_update = t.elapsed().as_micros();
+        for (_, sql) in &indexes {
+            tx.execute_batch(sql)?;
+        }
+        let t_index = t.elapsed().as_micros();
+        tx.commit()?;
+        tracing::debug!(t_drop, t_update, t_index, t_commit = t.elapsed().as_micros(), "re-score write (µs since the write began)");
+    }
+    let t_write = t.elapsed().as_micros();
+    tracing::debug!(t_read, t_compute, t_write, bulk, "re-score phases (µs)");
+    Ok(report)
+}
+
+/// What one thread of phase one found.
+struct RangeScored {
+    rescored: u64,
+    outputs: Vec<Output>,
+    t_read: u128,
+    t_compute: u128,
+}
+
+/// Reads and scores the leads with ids in (`after`, `until`], chunk by chunk in lead order.
+/// A pass that re-runs the profile rules reads the leads' fields alongside, in the same order.
+fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, until: Vec<u8>) -> rusqlite::Result<RangeScored> {
+    const PROFILE_COLUMNS: &str = "name, phone, email, messenger, company, position, city, interest, message, channel, campaign, \
+         source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields";
+    let mut read = c.prepare(&format!("{READ_SQL} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}"))?;
+    let mut profiles = c.prepare(&format!("SELECT {PROFILE_COLUMNS}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
+    let mut profile_of = c.prepare(&format!("SELECT {PROFILE_COLUMNS} FROM leads WHERE id = ?1"))?;
+    let full = pass.full();
+    let mut out = RangeScored { rescored: 0, outputs: Vec::new(), t_read: 0, t_compute: 0 };
     loop {
         let t = Instant::now();
         let mut inputs: Vec<Input> = read
-            .query_map([&after], |r| {
+            .query_map(rusqlite::params![after, until], |r| {
                 Ok(Input {
                     lead_id: r.get(0)?,
                     ledger: r.get(1)?,
@@ -360,47 +473,31 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts) -> rusqlite::Result<
             })?
             .collect::<rusqlite::Result<_>>()?;
         let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
-        report.rescored += inputs.len() as u64;
-        for i in inputs.iter_mut().filter(|i| pass.profile || !pass.can_carry(i.version)) {
-            i.profile = profile_of.query_row([i.lead_id], sqlite_profile).ok();
-        }
-        t_read += t.elapsed().as_micros();
-        let t = Instant::now();
-        let (fresh, stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version));
-        let mut outputs = run_chunk(pass, &fresh);
-        outputs.extend(run_chunk(&pass.full(), &stale));
-        report.changed += outputs.len() as u64;
-        t_compute += t.elapsed().as_micros();
-        let t = Instant::now();
-        if !outputs.is_empty() {
-            let tx = writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                // A lead scored live with a newer model meanwhile keeps its row.
-                let mut stmt = tx.prepare_cached(
-                    "UPDATE lead_scores SET score = ?1, priority = ?2, profile = ?3, temperature = ?4, grade = ?5, ledger = ?6, \
-                     model_version = ?7, scored_at = ?8 WHERE lead_id = ?9 AND model_version <= ?7",
-                )?;
-                for o in &outputs {
-                    stmt.execute(rusqlite::params![
-                        o.score,
-                        o.priority,
-                        o.profile,
-                        o.temperature,
-                        o.grade,
-                        o.ledger,
-                        pass.version,
-                        at,
-                        o.lead_id
-                    ])?;
+        out.rescored += inputs.len() as u64;
+        if pass.profile {
+            let mut rows = profiles.query(rusqlite::params![after, last])?;
+            let mut i = 0;
+            while let Some(r) = rows.next()? {
+                let id: Uuid = r.get(22)?;
+                while i < inputs.len() && inputs[i].lead_id < id {
+                    i += 1;
+                }
+                if i < inputs.len() && inputs[i].lead_id == id {
+                    inputs[i].profile = Some(sqlite_profile(r)?);
                 }
             }
-            tx.commit()?;
+        } else {
+            for i in inputs.iter_mut().filter(|i| !pass.can_carry(i.version)) {
+                i.profile = profile_of.query_row([i.lead_id], sqlite_profile).ok();
+            }
         }
-        t_write += t.elapsed().as_micros();
+        out.t_read += t.elapsed().as_micros();
+        let t = Instant::now();
+        out.outputs.extend(inputs.iter().filter_map(|i| if pass.can_carry(i.version) { pass.run(i) } else { full.run(i) }));
+        out.t_compute += t.elapsed().as_micros();
         after = last.as_bytes().to_vec();
     }
-    tracing::debug!(t_read, t_compute, t_write, "re-score phases (µs)");
-    Ok(report)
+    Ok(out)
 }
 
 fn sqlite_profile(r: &rusqlite::Row) -> rusqlite::Result<Profile> {
@@ -488,7 +585,7 @@ async fn pg_write(pool: &sqlx::PgPool, rows: &[Output], version: i64, at: Ts) ->
              grade = u.grade, ledger = u.ledger, model_version = $8, scored_at = $9 \
              FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[]) \
              AS u(id, score, priority, profile, temperature, grade, ledger) \
-             WHERE s.lead_id = u.id AND s.model_version <= $8",
+             WHERE s.lead_id = u.id AND s.model_version <= $8 AND s.scored_at <= $9",
         )
         .bind(&id)
         .bind(&score)
