@@ -154,6 +154,10 @@ pub struct IntakeArgs {
     /// Behaviour events per preloaded lead, on average.
     #[arg(long, default_value_t = 10)]
     preload_events: u32,
+    /// Measure on this existing database (made by `bench seed`, say) instead of a fresh
+    /// one; nothing is preloaded, the database is kept, and `--backend` is ignored.
+    #[arg(long)]
+    database_url: Option<String>,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -351,6 +355,8 @@ async fn ui(a: UiArgs) -> Result<()> {
                 (admin_cookie, manager_cookie, admin_token, manager_token)
             };
             let server = Server::start(&db.url, &[]).await?;
+            let waited = server.settle(Duration::from_secs(120)).await;
+            println!("[{name}] start-up work (the first score refresh) took {:.1} s", waited.as_secs_f64());
             let addr = server.addr;
             let host = addr.to_string();
             // Leads to open: the first pages of several lists, so cards of every kind are measured.
@@ -418,12 +424,9 @@ async fn ui(a: UiArgs) -> Result<()> {
                     bail!("{what}: {} requests failed", stats.errors);
                 }
             }
-            let rss = server.peak_rss_mib();
+            let memory = server.memory_line();
             server.stop().await?;
-            println!(
-                "[{name}] worst inbox/card p95 {worst:.2} ms (target ≤ 100 ms); server peak RSS {}",
-                rss.map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into())
-            );
+            println!("[{name}] worst inbox/card p95 {worst:.2} ms (target ≤ 100 ms); server {memory}");
             anyhow::Ok(())
         }
         .await;
@@ -478,11 +481,9 @@ async fn events(a: EventsArgs) -> Result<()> {
             .await??;
             println!("[{name}] {}", stats.line("POST /api/v1/events"));
             println!("[{name}] {:.0} events/s with live scoring ({} events per request)", stats.ok as f64 * a.batch as f64 / stats.secs, a.batch);
-            let rss = server.peak_rss_mib();
+            let memory = server.memory_line();
             server.stop().await?;
-            if let Some(r) = rss {
-                println!("[{name}] server peak RSS {r:.0} MiB");
-            }
+            println!("[{name}] server {memory}");
             if stats.errors > 0 {
                 bail!("{} event requests failed", stats.errors);
             }
@@ -696,6 +697,24 @@ impl BenchDb {
 pub struct Server {
     child: Child,
     pub addr: SocketAddr,
+    /// Highest RssAnon and RssFile seen (KiB), sampled every 100 ms.
+    peaks: Arc<(AtomicU64, AtomicU64)>,
+    sampler: tokio::task::JoinHandle<()>,
+}
+
+/// A field of /proc/PID/status, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User and system CPU time of a process, in clock ticks.
+fn proc_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) are counted from its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
 impl Server {
@@ -716,18 +735,61 @@ impl Server {
             .context("the server did not start within 60 s")??
             .context("the server exited before listening")?;
         let addr = line.strip_prefix("listening on http://").context("unexpected first line")?.parse()?;
-        Ok(Server { child, addr })
+        let peaks = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let pid = child.id().unwrap_or(0);
+        let sampler = tokio::spawn({
+            let peaks = peaks.clone();
+            async move {
+                loop {
+                    let (Some(anon), Some(file)) = (proc_status_kib(pid, "RssAnon:"), proc_status_kib(pid, "RssFile:")) else { return };
+                    peaks.0.fetch_max(anon, Ordering::Relaxed);
+                    peaks.1.fetch_max(file, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Ok(Server { child, addr, peaks, sampler })
+    }
+
+    /// Waits (up to `max`) until the server has been nearly idle (under a tenth of a core)
+    /// for a second: start-up work such as the first score refresh is done. Returns the wait.
+    pub async fn settle(&self, max: Duration) -> Duration {
+        let started = Instant::now();
+        let Some(pid) = self.child.id() else { return Duration::ZERO };
+        let tick = 100.0; // clock ticks a second on Linux
+        let mut quiet = 0;
+        let mut last = proc_cpu_ticks(pid).unwrap_or(0);
+        while started.elapsed() < max && quiet < 2 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = proc_cpu_ticks(pid).unwrap_or(0);
+            quiet = if ((now.saturating_sub(last)) as f64) < 0.1 * tick * 0.5 { quiet + 1 } else { 0 };
+            last = now;
+        }
+        started.elapsed()
     }
 
     /// Peak resident memory of the server process so far, in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
-        let pid = self.child.id()?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let kb: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb / 1024.0)
+        Some(proc_status_kib(self.child.id()?, "VmHWM:")? as f64 / 1024.0)
+    }
+
+    /// The peaks of the two parts of it: memory the process allocated (heap, stacks) and
+    /// pages of files it maps (the SQLite file when memory-mapped; the binary), in MiB.
+    pub fn peak_anon_file_mib(&self) -> (f64, f64) {
+        (self.peaks.0.load(Ordering::Relaxed) as f64 / 1024.0, self.peaks.1.load(Ordering::Relaxed) as f64 / 1024.0)
+    }
+
+    /// "peak RSS N MiB (allocated A MiB, mapped files F MiB)".
+    pub fn memory_line(&self) -> String {
+        let (anon, file) = self.peak_anon_file_mib();
+        match self.peak_rss_mib() {
+            Some(r) => format!("peak RSS {r:.0} MiB (allocated {anon:.0} MiB, mapped files {file:.0} MiB)"),
+            None => "peak RSS n/a".into(),
+        }
     }
 
     pub async fn stop(mut self) -> Result<()> {
+        self.sampler.abort();
         if let Some(pid) = self.child.id() {
             // SIGTERM: a graceful stop, in-flight requests finish.
             let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
@@ -801,14 +863,16 @@ async fn intake(a: IntakeArgs) -> Result<()> {
         w => vec![w],
     };
     println!(
-        "voronka bench intake: {} connections, {} s per scenario (+{} s warm-up), {} cores, {} leads and about {} events each already in the database",
+        "voronka bench intake: {} connections, {} s per scenario (+{} s warm-up), {} cores",
         a.connections,
         a.duration,
         a.warmup,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        a.preload,
-        a.preload_events
     );
+    if let Some(url) = &a.database_url {
+        let which = if url.starts_with("sqlite:") { Which::Sqlite } else { Which::Postgres };
+        return intake_one(&IntakeArgs { preload: 0, ..a.clone() }, which, url).await;
+    }
     for which in backends {
         let db = BenchDb::create(which, &a.pg_url).await?;
         let r = intake_one(&a, which, &db.url).await;
@@ -828,10 +892,13 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
             println!("[{name}] preloaded {} leads and {} events in {:.1} s", s.leads, s.events, s.millis as f64 / 1000.0);
         }
         let (_, t) = store.create_token("bench", &["leads:write".to_string()]).await?;
+        println!("[{name}] {} leads in the database before the run", store.count(CountOf::Leads).await?);
         store.close().await;
         t
     };
     let server = Server::start(url, &[]).await?;
+    let waited = server.settle(Duration::from_secs(120)).await;
+    println!("[{name}] the server was busy with start-up work (the first score refresh) for {:.1} s", waited.as_secs_f64());
     let addr = server.addr;
     let host = addr.to_string();
 
@@ -867,17 +934,13 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     })
     .await??;
     println!("[{name}] {}", is.line("POST /api/v1/leads"));
-    let rss = server.peak_rss_mib();
+    let memory = server.memory_line();
     server.stop().await?;
 
     let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
     let leads = store.count(CountOf::Leads).await?;
     store.close().await;
-    println!(
-        "[{name}] server peak RSS {}; {} leads in the database after the run",
-        rss.map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into()),
-        leads
-    );
+    println!("[{name}] server {memory}; {leads} leads in the database after the run");
     if is.errors > 0 {
         bail!("{} intake requests failed", is.errors);
     }

@@ -332,8 +332,14 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) ->
     let open = |flags| -> rusqlite::Result<Connection> {
         let c = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
         c.busy_timeout(std::time::Duration::from_secs(30))?;
-        c.pragma_update(None, "cache_size", -262_144)?;
-        c.pragma_update(None, "mmap_size", 1i64 << 32)?;
+        // The readers go through the file once, in order: a small cache of their own. A
+        // model change maps the file into memory (reads 2–3 times faster; the mapped pages
+        // are the kernel's page cache, shown as mapped-file RSS); the periodic refresh,
+        // which runs beside the intake all day, reads through the page cache.
+        c.pragma_update(None, "cache_size", -16_384)?;
+        if pass.behaviour {
+            c.pragma_update(None, "mmap_size", 1i64 << 32)?;
+        }
         Ok(c)
     };
     // Phase one on every core: the lead order cut into as many ranges, each read and scored
@@ -385,6 +391,8 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) ->
     let t = Instant::now();
     let mut writer = open(OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     writer.pragma_update(None, "synchronous", "FULL")?;
+    // The bulk write's pages stay in memory until its commit.
+    writer.pragma_update(None, "cache_size", -262_144)?;
     // The checkpoint thread copies the WAL back; this pass never waits for it.
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
     // Index builds sort in memory, on every core.
