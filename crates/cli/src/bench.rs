@@ -103,8 +103,8 @@ pub struct RescoreArgs {
     seed: u64,
     /// Re-score this existing database (made by `bench seed`, say) instead of a fresh
     /// generated one; it is kept, and `--backend` is ignored.
-    #[arg(long)]
-    database_url: Option<String>,
+    #[arg(long, value_name = "URL")]
+    existing_database: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -156,8 +156,8 @@ pub struct IntakeArgs {
     preload_events: u32,
     /// Measure on this existing database (made by `bench seed`, say) instead of a fresh
     /// one; nothing is preloaded, the database is kept, and `--backend` is ignored.
-    #[arg(long)]
-    database_url: Option<String>,
+    #[arg(long, value_name = "URL")]
+    existing_database: Option<String>,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -204,7 +204,7 @@ async fn seed(store: &Store, spec: &SeedSpec) -> Result<voronka_store::seed::See
 }
 
 async fn rescore(a: RescoreArgs) -> Result<()> {
-    if let Some(url) = &a.database_url {
+    if let Some(url) = &a.existing_database {
         println!("voronka bench rescore: the leads of {}", voronka_store::redact(url));
         let name = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
         return rescore_one(&a, name, url, false).await;
@@ -869,7 +869,7 @@ async fn intake(a: IntakeArgs) -> Result<()> {
         a.warmup,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
-    if let Some(url) = &a.database_url {
+    if let Some(url) = &a.existing_database {
         let which = if url.starts_with("sqlite:") { Which::Sqlite } else { Which::Postgres };
         return intake_one(&IntakeArgs { preload: 0, ..a.clone() }, which, url).await;
     }
