@@ -104,8 +104,9 @@ async fn a_windows_1251_semicolon_file_goes_through_the_intake_row_by_row() {
 #[tokio::test]
 async fn in_a_large_file_the_earlier_row_of_a_person_creates_the_lead() {
     // Rows are parsed in chunks on several threads; they must still reach the intake in file
-    // order. Every person appears twice, the second time some thousand rows later, in
-    // another chunk.
+    // order, and on PostgreSQL, whose writers commit batches side by side, a person's later
+    // row must not overtake the earlier one. Every person appears twice, the second time
+    // some thousand rows later, in another chunk.
     let app = spawn_app().await;
     let people = 2_500;
     let mut text = String::from("Name,Phone\n");

@@ -8,6 +8,7 @@ pub mod read;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, FuturesUnordered};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -341,8 +342,11 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     let mut rejected: Vec<RowOutcome> = Vec::new();
     let mut forecast = Forecast { seen: HashMap::new() };
     let mut pending_forecast: Vec<(i64, NewLead)> = Vec::new();
-    let mut in_flight = FuturesUnordered::new();
+    let mut in_flight: FuturesUnordered<InFlight> = FuturesUnordered::new();
     let max_in_flight = in_flight_for(store);
+    let in_order = store.intake().keeps_order();
+    // Identities of rows in flight (how many rows each), when the intake may reorder them.
+    let mut waiting: HashMap<String, u32> = HashMap::new();
     let mut last = Instant::now();
     if !store.import_progress(id, worker, Some(total as i64), processed as i64, &counts).await? {
         return Err(ImportError::Busy(id));
@@ -409,11 +413,29 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
                 }
                 Parsed::Ready(sub) => {
                     // Queued here, one by one, so that rows reach the writer in file order.
-                    in_flight.push(store.intake().queue(*sub).await?.reply());
+                    // Writers that commit side by side (PostgreSQL) could let a later row of a
+                    // person overtake an earlier one still in flight: that row waits for it.
+                    let idents = if in_order { Vec::new() } else { sub.identities().to_vec() };
+                    while idents.iter().any(|i| waiting.contains_key(i)) {
+                        match in_flight.next().await {
+                            Some((done, r)) => {
+                                count_reply(r?.outcome, &mut counts);
+                                processed += 1;
+                                unwait(&mut waiting, done);
+                            }
+                            None => break,
+                        }
+                    }
+                    for i in &idents {
+                        *waiting.entry(i.clone()).or_insert(0) += 1;
+                    }
+                    let reply = store.intake().queue(*sub).await?.reply();
+                    in_flight.push(Box::pin(async move { (idents, reply.await) }));
                     while in_flight.len() >= max_in_flight {
-                        if let Some(r) = in_flight.next().await {
+                        if let Some((done, r)) = in_flight.next().await {
                             count_reply(r?.outcome, &mut counts);
                             processed += 1;
+                            unwait(&mut waiting, done);
                         }
                     }
                 }
@@ -431,7 +453,7 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
             }
         }
     }
-    while let Some(r) = in_flight.next().await {
+    while let Some((_, r)) = in_flight.next().await {
         count_reply(r?.outcome, &mut counts);
         processed += 1;
     }
@@ -441,6 +463,21 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     store.record_import_rows(id, &rejected).await?;
     on_progress(Progress { processed, total, counts });
     Ok(())
+}
+
+/// A queued row's answer, with the identities it was matched by.
+type InFlight = BoxFuture<'static, (Vec<String>, Result<voronka_store::intake::IntakeReply, IntakeError>)>;
+
+/// Forgets the identities of a row that has been answered.
+fn unwait(waiting: &mut HashMap<String, u32>, done: Vec<String>) {
+    for i in done {
+        if let Some(n) = waiting.get_mut(&i) {
+            *n -= 1;
+            if *n == 0 {
+                waiting.remove(&i);
+            }
+        }
+    }
 }
 
 /// Rows per parsing task, and how many such tasks run ahead of the queueing.

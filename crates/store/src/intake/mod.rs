@@ -198,12 +198,21 @@ type Results = Vec<Result<Done, IntakeError>>;
 pub struct IntakeHandle {
     tx: mpsc::Sender<Job>,
     clock: Arc<dyn Clock>,
+    /// Whether submissions are committed in the order they were queued (SQLite's single
+    /// writer); PostgreSQL's writers commit batches side by side.
+    in_order: bool,
     /// The writers' models: a submission's profile points are worked out before it is
     /// queued with the model the writers last used (and again in the writer if that changed).
     models: Arc<ModelCache>,
 }
 
 impl IntakeHandle {
+    /// Whether submissions are committed in the order they were queued. When not, a caller
+    /// that needs one person's submissions in order waits for the earlier one's answer.
+    pub fn keeps_order(&self) -> bool {
+        self.in_order
+    }
+
     async fn run(&self, meta: Meta) -> Result<Done, IntakeError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { meta, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
@@ -288,6 +297,13 @@ pub struct Submission {
     at: Ts,
 }
 
+impl Submission {
+    /// The normalised identities (`phone:+7…`, `email:…`) the submission is matched by.
+    pub fn identities(&self) -> &[String] {
+        &self.prep.idents
+    }
+}
+
 /// The data of a submission's event (keys in the order `json!` would give them).
 #[derive(Serialize)]
 struct EventHead<'a> {
@@ -315,6 +331,7 @@ pub(crate) async fn start(
 ) -> anyhow::Result<IntakeHandle> {
     let handle_models = models.clone();
     let (tx, rx) = mpsc::channel::<Job>(8192);
+    let in_order = matches!(db, Db::Sqlite { .. });
     match (db, crate::db::sqlite_path(url)?) {
         (Db::Sqlite { .. }, Some(path)) => {
             let conn = sqlite::open(&path)?;
@@ -336,7 +353,7 @@ pub(crate) async fn start(
             pg::start(pool, rx, writers.max(1), models)
         }
     }
-    Ok(IntakeHandle { tx, clock, models: handle_models })
+    Ok(IntakeHandle { tx, clock, in_order, models: handle_models })
 }
 
 /// Takes what is queued, up to a batch: the first job waited, the rest arrived while the
