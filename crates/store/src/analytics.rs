@@ -6,6 +6,7 @@ use crate::ts::Ts;
 use crate::users::Access;
 use crate::{Store, StoreError};
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Leads created on one local day through one channel.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -14,6 +15,14 @@ pub struct DayCount {
     pub day: i64,
     pub channel: String,
     pub count: i64,
+}
+
+/// Leads created in a period: per day and channel (by day, then channel) and by current
+/// state (the funnel).
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Arrivals {
+    pub per_day: Vec<DayCount>,
+    pub funnel: Vec<(String, i64)>,
 }
 
 /// First touch against the deadline for leads assigned in a period.
@@ -34,31 +43,32 @@ impl SlaShare {
 }
 
 impl Store {
-    /// Leads created in `[from, to)` per local day and channel; `offset_s` is the viewer's
-    /// UTC offset in seconds.
-    pub async fn leads_per_day(&self, access: &Access, from: Ts, to: Ts, offset_s: i64) -> Result<Vec<DayCount>, StoreError> {
+    /// Leads created in `[from, to)`: per local day and channel, and by current state (the
+    /// funnel); `offset_s` is the viewer's UTC offset in seconds. One pass over the arrival
+    /// index, which holds every column read here.
+    pub async fn arrivals(&self, access: &Access, from: Ts, to: Ts, offset_s: i64) -> Result<Arrivals, StoreError> {
         let acc = self.access_sql(access);
         let day = match self.backend() {
             crate::Backend::Sqlite => "((l.created_at / 1000000 + $3) / 86400)",
             crate::Backend::Postgres => "CAST(floor((extract(epoch from l.created_at) + $3) / 86400) AS BIGINT)",
         };
         let sql = format!(
-            "SELECT {day} AS day, l.channel, COUNT(*) FROM leads l WHERE l.created_at >= $1 AND l.created_at < $2 AND {acc} \
-             GROUP BY 1, 2 ORDER BY 1, 2"
+            "SELECT {day} AS day, l.channel, l.status, COUNT(*) FROM leads l WHERE l.created_at >= $1 AND l.created_at < $2 AND {acc} \
+             GROUP BY 1, 2, 3"
         );
-        let rows: Vec<(i64, String, i64)> = with_read!(&self.db, p => {
+        let rows: Vec<(i64, String, String, i64)> = with_read!(&self.db, p => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(offset_s).fetch_all(p).await?
         });
-        Ok(rows.into_iter().map(|(day, channel, count)| DayCount { day, channel, count }).collect())
-    }
-
-    /// Leads created in `[from, to)` by their current state.
-    pub async fn funnel(&self, access: &Access, from: Ts, to: Ts) -> Result<Vec<(String, i64)>, StoreError> {
-        let acc = self.access_sql(access);
-        let sql = format!("SELECT l.status, COUNT(*) FROM leads l WHERE l.created_at >= $1 AND l.created_at < $2 AND {acc} GROUP BY 1");
-        Ok(with_read!(&self.db, p => {
-            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).fetch_all(p).await?
-        }))
+        let mut per_day: BTreeMap<(i64, String), i64> = BTreeMap::new();
+        let mut funnel: BTreeMap<String, i64> = BTreeMap::new();
+        for (day, channel, status, count) in rows {
+            *per_day.entry((day, channel)).or_default() += count;
+            *funnel.entry(status).or_default() += count;
+        }
+        Ok(Arrivals {
+            per_day: per_day.into_iter().map(|((day, channel), count)| DayCount { day, channel, count }).collect(),
+            funnel: funnel.into_iter().collect(),
+        })
     }
 
     /// Every lead the viewer may see, by current state (the kanban's column counts).

@@ -53,9 +53,9 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
     let from = Ts::from_micros((first_day * 86400 - offset) * 1_000_000).unwrap_or(now);
     let to = Ts::from(now.0 + chrono::Duration::seconds(1));
 
-    let per_day = st.store.leads_per_day(&access, from, to, offset).await.map_err(e)?;
+    let arrivals = st.store.arrivals(&access, from, to, offset).await.map_err(e)?;
     let mut by_channel: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for d in &per_day {
+    for d in &arrivals.per_day {
         let i = (d.day - first_day).clamp(0, days - 1) as usize;
         by_channel.entry(d.channel.clone()).or_insert_with(|| vec![0; days as usize])[i] += d.count;
     }
@@ -70,7 +70,7 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         "options": {"responsive": true, "animation": false, "scales": {"x": {"stacked": true}, "y": {"stacked": true, "beginAtZero": true}}}
     });
 
-    let funnel_rows = st.store.funnel(&access, from, to).await.map_err(e)?;
+    let funnel_rows = &arrivals.funnel;
     let funnel: Vec<(&'static str, i64)> = LeadStatus::ALL
         .iter()
         .map(|s| {
