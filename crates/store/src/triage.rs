@@ -47,8 +47,12 @@ impl Store {
 
     /// Leads waiting for triage, newest first.
     pub async fn triage_leads(&self, access: &Access, limit: i64) -> Result<Vec<Lead>, StoreError> {
+        // SQLite, without statistics, would walk the arrival index through every lead to find
+        // the few waiting (1.7 s at 1 M leads); the partial index holds only those.
+        let from =
+            if self.db.is_sqlite() { "leads l INDEXED BY leads_triage LEFT JOIN lead_scores s ON s.lead_id = l.id" } else { LEAD_FROM };
         let sql = format!(
-            "SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.triage = 'pending' AND l.status IN {OPEN} AND {} ORDER BY l.created_at DESC LIMIT {}",
+            "SELECT {LEAD_COLUMNS} FROM {from} WHERE l.triage = 'pending' AND l.status IN {OPEN} AND {} ORDER BY l.created_at DESC LIMIT {}",
             self.access_sql(access),
             limit.clamp(1, 500)
         );
