@@ -400,7 +400,7 @@ async fn a_bulk_rescore_gives_the_scores_of_the_row_by_row_one() {
             .collect::<Result<_, _>>()
             .unwrap();
         names.sort();
-        assert_eq!(names, ["lead_scores_priority", "lead_scores_score"]);
+        assert_eq!(names, ["lead_scores_owner", "lead_scores_priority", "lead_scores_score", "lead_scores_status"]);
         let plan: String =
             c.query_row("EXPLAIN QUERY PLAN SELECT lead_id FROM lead_scores ORDER BY priority DESC LIMIT 5", [], |r| r.get(3)).unwrap();
         assert!(plan.contains("lead_scores_priority"), "{plan}");

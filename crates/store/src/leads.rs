@@ -247,10 +247,62 @@ pub enum ExactContact {
 
 /// How a lead list is read (see `Store::leads`).
 enum Plan {
-    /// From the score index down, stopping at `bound` (inclusive) when given.
-    Walk { bound: Option<(f64, Uuid)> },
+    /// From the score index down (within `key`), stopping at `bound` (inclusive) when given.
+    Walk { bound: Option<(f64, Uuid)>, key: WalkKey },
     /// The filters' matches, sorted.
     FilterFirst,
+}
+
+/// Which score index a priority walk goes down: the one of an owner (a manager's own leads,
+/// or the unowned ones), of one state, or of all leads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WalkKey {
+    All,
+    Owner(Option<Uuid>),
+    Status(LeadStatus),
+}
+
+impl WalkKey {
+    fn of(f: &LeadFilter) -> WalkKey {
+        if f.sort != LeadSort::Priority {
+            return WalkKey::All;
+        }
+        match (f.owner, &f.access) {
+            (Some(o), _) => WalkKey::Owner(o),
+            (None, Access::Own(u)) => WalkKey::Owner(Some(*u)),
+            _ if f.status.len() == 1 => WalkKey::Status(f.status[0]),
+            _ => WalkKey::All,
+        }
+    }
+
+    /// The score table as the walk reads it (on SQLite, which has no statistics to choose
+    /// by, named with the index to go down).
+    fn table(self, sqlite: bool) -> &'static str {
+        match (self, sqlite) {
+            (WalkKey::Owner(_), true) => "lead_scores s INDEXED BY lead_scores_owner",
+            (WalkKey::Status(_), true) => "lead_scores s INDEXED BY lead_scores_status",
+            _ => "lead_scores s",
+        }
+    }
+}
+
+/// Appends the condition of a walk's key (a macro, as the query builder's database type
+/// differs per backend).
+macro_rules! push_walk_key {
+    ($qb:ident, $key:expr) => {{
+        match $key {
+            WalkKey::All => {}
+            WalkKey::Owner(Some(o)) => {
+                $qb.push(" AND s.owner_id = ").push_bind(o);
+            }
+            WalkKey::Owner(None) => {
+                $qb.push(" AND s.owner_id IS NULL");
+            }
+            WalkKey::Status(st) => {
+                $qb.push(" AND s.status = ").push_bind(st.as_str());
+            }
+        }
+    }};
 }
 
 /// Where the previous page ended: the sort value and id of its last lead.
@@ -459,12 +511,13 @@ impl Store {
         let rows = if !by_score {
             self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else if !self.db.is_sqlite() {
-            self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound: None }).await?
+            self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound: None, key: WalkKey::of(f) }).await?
         } else if like.is_some() || f.q_contact.is_some() {
             self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else {
-            let bound = self.walk_bound(f).await?;
-            let rows = self.lead_rows(f, None, limit, Plan::Walk { bound }).await?;
+            let key = WalkKey::of(f);
+            let bound = self.walk_bound(f, key).await?;
+            let rows = self.lead_rows(f, None, limit, Plan::Walk { bound, key }).await?;
             if rows.len() as i64 > limit || bound.is_none() { rows } else { self.lead_rows(f, None, limit, Plan::FilterFirst).await? }
         };
         let more = rows.len() as i64 > limit;
@@ -486,15 +539,17 @@ impl Store {
     }
 
     /// The score-index entry `list_walk_rows` entries after the cursor (None when fewer are left).
-    async fn walk_bound(&self, f: &LeadFilter) -> Result<Option<(f64, Uuid)>, StoreError> {
+    async fn walk_bound(&self, f: &LeadFilter, key: WalkKey) -> Result<Option<(f64, Uuid)>, StoreError> {
         let field = if f.sort == LeadSort::Score { "score" } else { "priority" };
+        let table = key.table(self.db.is_sqlite());
         let row: Option<(f64, Uuid)> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new(format!("SELECT CAST({field} AS DOUBLE PRECISION), lead_id FROM lead_scores WHERE TRUE"));
+            let mut qb = QueryBuilder::new(format!("SELECT CAST(s.{field} AS DOUBLE PRECISION), s.lead_id FROM {table} WHERE TRUE"));
+            push_walk_key!(qb, key);
             if let Some(c) = &f.cursor {
                 qb.push(format!(" AND {field} <= ")).push_bind(c.value)
                     .push(format!(" AND ({field} < ")).push_bind(c.value).push(" OR lead_id < ").push_bind(c.id).push(")");
             }
-            qb.push(format!(" ORDER BY {field} DESC, lead_id DESC LIMIT 1 OFFSET ")).push_bind(self.list_walk_rows - 1);
+            qb.push(format!(" ORDER BY s.{field} DESC, s.lead_id DESC LIMIT 1 OFFSET ")).push_bind(self.list_walk_rows - 1);
             qb.build_query_as::<(f64, Uuid)>().fetch_optional(p).await?
         });
         Ok(row)
@@ -507,18 +562,24 @@ impl Store {
         let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
         let sqlite = self.db.is_sqlite();
         let (sort_col, from, tie, plus) = match (&plan, by_score) {
-            (Plan::Walk { .. }, _) => {
-                (format!("s.{field}"), "lead_scores s JOIN leads l ON l.id = s.lead_id", "s.lead_id", if sqlite { "+" } else { "" })
-            }
-            (Plan::FilterFirst, true) => (format!("COALESCE(s.{field}, 0)"), LEAD_FROM, "l.id", ""),
-            (Plan::FilterFirst, false) => ("0.0".to_string(), LEAD_FROM, "l.id", ""),
+            (Plan::Walk { key, .. }, _) => (
+                format!("s.{field}"),
+                format!("{} JOIN leads l ON l.id = s.lead_id", key.table(sqlite)),
+                "s.lead_id",
+                if sqlite { "+" } else { "" },
+            ),
+            (Plan::FilterFirst, true) => (format!("COALESCE(s.{field}, 0)"), LEAD_FROM.to_string(), "l.id", ""),
+            (Plan::FilterFirst, false) => ("0.0".to_string(), LEAD_FROM.to_string(), "l.id", ""),
         };
         let rows: Vec<SortedRow> = with_read!(&self.db, p => {
             let mut qb = QueryBuilder::new(format!(
                 "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {from} WHERE {access}"
             ));
             push_lead_filters!(qb, f, like, plus);
-            if let Plan::Walk { bound: Some((v, id)) } = &plan {
+            if let Plan::Walk { key, .. } = &plan {
+                push_walk_key!(qb, *key);
+            }
+            if let Plan::Walk { bound: Some((v, id)), .. } = &plan {
                 // The plain `>=` lets the index range stop there; the rest makes it exact.
                 qb.push(format!(" AND {sort_col} >= ")).push_bind(*v)
                     .push(format!(" AND ({sort_col} > ")).push_bind(*v).push(format!(" OR {tie} >= ")).push_bind(*id).push(")");
