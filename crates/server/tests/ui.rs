@@ -598,6 +598,45 @@ async fn the_dashboard_counts_by_channel_state_and_sla() {
 }
 
 #[tokio::test]
+async fn arrivals_fall_on_the_viewers_local_days() {
+    use voronka_store::analytics::DayCount;
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let clock = voronka_domain::TestClock::new(at("2026-03-10T20:30:00Z"));
+    let app = spawn_app_with(AppConfig::default(), std::sync::Arc::new(clock.clone())).await;
+    // 20:30 UTC on 10 March is 23:30 in Moscow (UTC+3); an hour later it is the 11th there.
+    lead(&app, json!({"phone": "+79215550021", "channel": "call"})).await;
+    clock.advance(chrono::Duration::hours(1));
+    lead(&app, json!({"phone": "+79215550022", "channel": "call"})).await;
+    lead(&app, json!({"phone": "+79215550023", "channel": "web_form"})).await;
+    clock.advance(chrono::Duration::days(2));
+    lead(&app, json!({"phone": "+79215550024", "channel": "web_form"})).await;
+    let to = voronka_store::Ts::from(at("2026-03-12T21:30:01Z"));
+    let day = |d: &str| at(&format!("{d}T00:00:00Z")).timestamp() / 86_400;
+    let count = |d: &str, channel: &str, count: i64| DayCount { day: day(d), channel: channel.into(), count };
+
+    let moscow = app.store.arrivals(&Access::All, voronka_store::Ts::from(at("2026-03-09T21:00:00Z")), to, 3 * 3600).await.unwrap();
+    assert_eq!(
+        moscow.per_day,
+        [
+            count("2026-03-10", "call", 1),
+            count("2026-03-11", "call", 1),
+            count("2026-03-11", "web_form", 1),
+            count("2026-03-13", "web_form", 1)
+        ]
+    );
+    assert_eq!(moscow.funnel, [("new".to_string(), 4)]);
+    let utc = app.store.arrivals(&Access::All, voronka_store::Ts::from(at("2026-03-10T00:00:00Z")), to, 0).await.unwrap();
+    assert_eq!(utc.per_day, [count("2026-03-10", "call", 2), count("2026-03-10", "web_form", 1), count("2026-03-12", "web_form", 1)]);
+    // The period's bounds hold inside a day: from 21:00 UTC the first lead is left out.
+    let later = app.store.arrivals(&Access::All, voronka_store::Ts::from(at("2026-03-10T21:00:00Z")), to, 0).await.unwrap();
+    assert_eq!(later.funnel, [("new".to_string(), 3)]);
+    // A manager sees only own leads.
+    let m = app.user("m@example.com", "manager", PASSWORD).await;
+    let none = app.store.arrivals(&Access::Own(m.id), voronka_store::Ts::from(at("2026-03-01T00:00:00Z")), to, 0).await.unwrap();
+    assert!(none.per_day.is_empty() && none.funnel.is_empty(), "{none:?}");
+}
+
+#[tokio::test]
 async fn settings_editors_check_like_the_api_and_save() {
     let app = spawn_app().await;
     let admin = app.user("a@example.com", "admin", PASSWORD).await;
