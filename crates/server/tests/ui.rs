@@ -481,6 +481,55 @@ async fn card_actions_work_and_refusals_name_the_field() {
 }
 
 #[tokio::test]
+async fn the_card_shows_source_score_explanation_and_completeness_and_logs_e_mails_and_meetings() {
+    let app = spawn_app().await;
+    app.user("a@example.com", "admin", PASSWORD).await;
+    let s = app.ui_login("a@example.com", PASSWORD).await;
+    let bare = lead(&app, json!({"phone": "+79215550031"})).await;
+    let full = lead(
+        &app,
+        json!({"name": "Ирина", "phone": "+79215550032", "email": "irina@romashka.ru", "company": "ООО Ромашка",
+               "position": "Генеральный директор", "city": "Пермь", "utm_source": "yandex", "utm_campaign": "vesna-2026",
+               "referrer": "https://ya.ru/search?q=crm"}),
+    )
+    .await;
+    let html = app.ui_get(&s, &format!("/leads/{full}")).await.text();
+    // Source and UTM.
+    for v in ["yandex", "vesna-2026", "https://ya.ru/search?q=crm"] {
+        assert!(html.contains(v), "{v} on the card: {html}");
+    }
+    // The score's explanation: every rule the API names, in the card's table.
+    let score = app.get(&format!("/api/v1/leads/{full}/score"), Some(&app.token)).await.json();
+    let rules: Vec<&str> = score["explanation"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    assert!(!rules.is_empty(), "{score}");
+    let table = html.split("id=\"explanation\"").nth(1).unwrap().split("</table>").next().unwrap();
+    for r in &rules {
+        assert!(table.contains(r), "rule {r} explained on the card: {table}");
+    }
+    // Completeness: the lead with more fields filled is more complete.
+    let percent = |html: &str| -> u32 {
+        let m = html.split("id=\"completeness\"").nth(1).unwrap();
+        m.split('>').nth(1).unwrap().split('%').next().unwrap().trim().parse().unwrap()
+    };
+    let bare_html = app.ui_get(&s, &format!("/leads/{bare}")).await.text();
+    assert!(percent(&html) > percent(&bare_html), "{} vs {}", percent(&html), percent(&bare_html));
+    assert!(percent(&html) <= 100);
+
+    // An e-mail and a meeting, logged from the card, are on its timeline.
+    let card = format!("/leads/{full}");
+    for (kind, text) in [("email", "отправили коммерческое предложение"), ("meeting", "встреча в офисе клиента")]
+    {
+        let r = app.ui_post(&s, &format!("{card}/activity"), &[("kind", kind), ("text", text)]).await;
+        assert_eq!(r.status, 303, "{kind}: {}", r.text());
+    }
+    let html = app.ui_get(&s, &card).await.text();
+    assert!(html.contains("отправили коммерческое предложение") && html.contains("встреча в офисе клиента"), "{html}");
+    let timeline = app.get(&format!("/api/v1/leads/{full}/timeline"), Some(&app.token)).await.json();
+    let kinds: Vec<String> = timeline["items"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap_or("").to_string()).collect();
+    assert!(kinds.iter().any(|k| k.contains("email")) && kinds.iter().any(|k| k.contains("meeting")), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn a_head_of_sales_assigns_from_the_card() {
     let app = spawn_app().await;
     let team = app.store.create_team("Север").await.unwrap();
