@@ -39,6 +39,8 @@ impl Modify for BearerAuth {
         crate::api::workflow::notifications,
         crate::api::workflow::convert,
         crate::api::workflow::contact,
+        crate::api::workflow::contact_timeline,
+        crate::api::workflow::completeness_by_manager,
         crate::api::workflow::card,
         crate::api::workflow::get_setting,
         crate::api::workflow::put_setting,

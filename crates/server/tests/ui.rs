@@ -249,6 +249,7 @@ async fn pages_render_for_each_role_with_security_headers() {
         "/kanban",
         "/tasks",
         "/tasks?view=overdue",
+        "/tasks?view=cards",
         "/dashboard",
         "/dashboard?days=90",
         "/settings/sources",
@@ -545,6 +546,31 @@ async fn a_head_of_sales_assigns_from_the_card() {
     assert_eq!(api_lead(&app, id).await["owner"]["id"], m.id.to_string());
     let html = app.ui_get(&s, "/inbox").await.text();
     assert!(html.contains("Глеб") && html.contains(">m<"), "the owner's name is shown");
+}
+
+#[tokio::test]
+async fn a_head_of_sales_sees_each_managers_card_completeness() {
+    let app = spawn_app().await;
+    let team = app.store.create_team("Север").await.unwrap();
+    let head = app.user("h@example.com", "head_of_sales", PASSWORD).await;
+    let m = app.user("m@example.com", "manager", PASSWORD).await;
+    for u in [&head, &m] {
+        app.store.update_user(u.id, &voronka_store::users::UserSpec { team_id: Some(team.id), ..Default::default() }).await.unwrap();
+    }
+    // Of the default five lead fields (name, phone, e-mail, company, interest): 4 and 1.
+    let full = lead(&app, json!({"name": "Глеб", "phone": "+79215550030", "email": "g@firm.ru", "company": "ООО Ромашка"})).await;
+    let bare = lead(&app, json!({"phone": "+79215550031"})).await;
+    give(&app, full, &m).await;
+    give(&app, bare, &m).await;
+    let s = app.ui_login("h@example.com", PASSWORD).await;
+    let html = app.ui_get(&s, "/tasks?view=cards").await.text();
+    let table = html.split("id=\"card-completeness\"").nth(1).expect("the completeness table");
+    let row = table.split("<tr>").find(|r| r.contains("<td>m</td>")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("<td>2</td>") && row.contains("<td>50%</td>") && row.contains("<td>1</td>"), "{row}");
+    // A manager asking for it gets their own tasks instead.
+    let s = app.ui_login("m@example.com", PASSWORD).await;
+    let html = app.ui_get(&s, "/tasks?view=cards").await.text();
+    assert!(!html.contains("card-completeness") && html.contains("task-list"));
 }
 
 #[tokio::test]

@@ -234,10 +234,19 @@ async fn a_manager_never_sees_another_managers_lead() {
     let admin_tok = app.token.clone();
     let mine = lead(&app, "+79005550500").await;
     let theirs = lead(&app, "+79005550501").await;
-    for (id, who) in [(&mine, a.id), (&theirs, b.id)] {
+    let their_double = lead(&app, "+79005550503").await;
+    let their_client = lead(&app, "+79005550504").await;
+    for (id, who) in [(&mine, a.id), (&theirs, b.id), (&their_double, b.id), (&their_client, b.id)] {
         let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &admin_tok, Some(&json!({"user_id": who}))).await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    // B's lead has a merge to undo and B's client a contact.
+    let r = app.call("POST", &format!("/api/v1/leads/{theirs}/merge"), &admin_tok, Some(&json!({"merged_id": their_double}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let merge_id = r.json()["merge"]["id"].as_str().unwrap().to_string();
+    let r = app.call("POST", &format!("/api/v1/leads/{their_client}/convert"), &admin_tok, Some(&json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let contact_id = r.json()["contact_id"].as_str().unwrap().to_string();
     let tok = &a.token;
     let body = |v: Value| Some(v);
     let probes: Vec<(&str, String, Option<Value>)> = vec![
@@ -252,10 +261,32 @@ async fn a_manager_never_sees_another_managers_lead() {
         ("POST", format!("/api/v1/leads/{theirs}/activities"), body(json!({"kind": "note", "text": "x"}))),
         ("POST", format!("/api/v1/leads/{theirs}/convert"), body(json!({}))),
         ("POST", "/api/v1/events".to_string(), body(json!({"lead_id": theirs, "events": [{"type": "page_view"}]}))),
+        ("POST", format!("/api/v1/leads/{theirs}/assign"), body(json!({"user_id": a.id}))),
+        ("POST", format!("/api/v1/leads/{theirs}/merge"), body(json!({"merged_id": mine}))),
+        ("GET", format!("/api/v1/leads/{theirs}/merges"), None),
+        ("POST", format!("/api/v1/merges/{merge_id}/undo"), None),
+        ("POST", format!("/api/v1/leads/{theirs}/triage"), body(json!({"action": "accept"}))),
+        ("POST", format!("/api/v1/leads/{theirs}/triage"), body(json!({"action": "decline", "reason": "spam"}))),
+        ("GET", format!("/api/v1/leads/{their_client}"), None),
+        ("GET", format!("/api/v1/contacts/{contact_id}"), None),
+        ("GET", format!("/api/v1/contacts/{contact_id}/timeline"), None),
     ];
     for (method, path, b) in &probes {
         let r = app.call(method, path, tok, b.as_ref()).await;
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
+    }
+    // Naming B's lead from A's own is answered as if there were no such lead.
+    for (path, field) in [(format!("/api/v1/leads/{mine}/triage"), "lead_id"), (format!("/api/v1/leads/{mine}/merge"), "merged_id")] {
+        let mut answers = Vec::new();
+        for other in [theirs.clone(), Uuid::now_v7().to_string()] {
+            let mut b = json!({field: other});
+            if field == "lead_id" {
+                b["action"] = json!("link");
+            }
+            let r = app.call("POST", &path, tok, Some(&b)).await;
+            answers.push((r.status, r.text()));
+        }
+        assert_eq!(answers[0], answers[1], "{path}");
     }
     // Nor in lists or searches.
     for q in ["", "q=79005550501", "q=8%20900%20555%2005%2001", "status=assigned", "sort=priority", "owner=none"] {
@@ -264,10 +295,17 @@ async fn a_manager_never_sees_another_managers_lead() {
         assert!(!ids.contains(&theirs.as_str()), "{q}: {ids:?}");
     }
     assert_eq!(app.call("GET", &format!("/api/v1/leads/{mine}"), tok, None).await.status, 200);
-    // Nothing changed on B's lead.
+    // Nothing changed on B's leads: same state, owner and name, the merge still in force.
     let l = app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json();
     assert_eq!(l["status"], "assigned");
     assert_eq!(l["name"], "Клиент");
+    assert_eq!(l["owner"]["id"], b.id.to_string());
+    let m = app.get(&format!("/api/v1/leads/{theirs}/merges"), Some(&admin_tok)).await.json();
+    assert!(m[0]["undone_at"].is_null(), "{m}");
+    assert_eq!(app.get(&format!("/api/v1/leads/{mine}"), Some(&admin_tok)).await.json()["status"], "assigned");
+    // B sees all of it.
+    assert_eq!(app.call("GET", &format!("/api/v1/contacts/{contact_id}"), &b.token, None).await.status, 200);
+    assert_eq!(app.call("GET", &format!("/api/v1/leads/{theirs}/merges"), &b.token, None).await.status, 200);
 }
 
 #[tokio::test]
@@ -622,4 +660,266 @@ async fn unmerge_restores_deadlines_and_the_queue() {
     let (_, escalated) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
     assert_eq!(escalated, 1, "the restored deadline did not escalate");
     assert_ne!(owner(&app, &merged).await.as_deref(), Some(owner_before.as_str()));
+}
+
+#[tokio::test]
+async fn a_clients_consents_and_timeline_are_seen_from_the_contact() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", None, None).await;
+    let r = app
+        .lead(json!({"phone": "+79005551300", "name": "Анна",
+            "consent": {"marketing": true, "text": "Согласна на рассылку", "at": "2027-03-01T06:55:00Z"}}))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let first = r.json()["id"].as_str().unwrap().to_string();
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{first}/activities"), &app.token, Some(&json!({"kind": "note", "text": "звонила сама"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    clock.advance(Duration::minutes(5));
+    let r = app.call("POST", &format!("/api/v1/leads/{first}/convert"), &app.token, Some(&json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let contact_id = r.json()["contact_id"].as_str().unwrap().to_string();
+    // The client comes back a day later, this time refusing mailings.
+    clock.advance(Duration::days(1));
+    let r = app.lead(json!({"phone": "8 900 555 13 00", "consent": {"marketing": false, "text": "Без рассылок"}})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let second = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["contact_id"], contact_id.as_str());
+
+    let c = app.get(&format!("/api/v1/contacts/{contact_id}"), Some(&app.token)).await.json();
+    assert_eq!(c["lead_ids"], json!([first, second]));
+    let consents = c["consents"].as_array().unwrap();
+    assert_eq!(consents.len(), 2, "{c}");
+    assert_eq!((consents[0]["lead_id"].as_str(), consents[0]["marketing"].as_bool()), (Some(first.as_str()), Some(true)));
+    assert_eq!(consents[0]["text"], "Согласна на рассылку");
+    assert!(consents[0]["at"].as_str().unwrap().starts_with("2027-03-01T06:55:00"));
+    assert_eq!((consents[1]["lead_id"].as_str(), consents[1]["marketing"].as_bool()), (Some(second.as_str()), Some(false)));
+
+    // The contact's timeline is both leads' timelines, newest first, each entry naming its lead;
+    // read two at a time it gives every entry once.
+    let whole = app.get(&format!("/api/v1/contacts/{contact_id}/timeline?limit=500"), Some(&app.token)).await.json();
+    let items = whole["items"].as_array().unwrap().clone();
+    let mut expected = 0;
+    for l in [&first, &second] {
+        let t = app.get(&format!("/api/v1/leads/{l}/timeline?limit=500"), Some(&app.token)).await.json();
+        let t = t["items"].as_array().unwrap().clone();
+        assert!(t.iter().all(|i| i.get("lead_id").is_none()), "a lead's own timeline does not repeat its id");
+        assert_eq!(items.iter().filter(|i| i["lead_id"] == l.as_str()).count(), t.len());
+        expected += t.len();
+    }
+    assert_eq!(items.len(), expected);
+    let ats: Vec<&str> = items.iter().map(|i| i["at"].as_str().unwrap()).collect();
+    assert!(ats.windows(2).all(|w| w[0] >= w[1]), "{ats:?}");
+    assert_eq!(items[0]["lead_id"], second.as_str(), "the newest request comes first");
+    for kind in ["note", "converted"] {
+        let i = items.iter().find(|i| i["kind"] == kind).unwrap_or_else(|| panic!("{kind} in {whole}"));
+        assert_eq!(i["lead_id"], first.as_str());
+    }
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let p = app.get(&format!("/api/v1/contacts/{contact_id}/timeline?limit=2&cursor={cursor}"), Some(&app.token)).await.json();
+        paged.extend(p["items"].as_array().unwrap().iter().cloned());
+        match p["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, items);
+    assert_eq!(app.get(&format!("/api/v1/contacts/{contact_id}/timeline?cursor=zz"), Some(&app.token)).await.status, 422);
+
+    // A manager who holds only the new lead sees the contact through it alone.
+    let r = app.call("POST", &format!("/api/v1/leads/{second}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let c = app.call("GET", &format!("/api/v1/contacts/{contact_id}"), &m.token, None).await.json();
+    assert_eq!(c["lead_ids"], json!([second]));
+    assert_eq!(c["consents"].as_array().unwrap().len(), 1);
+    let t = app.call("GET", &format!("/api/v1/contacts/{contact_id}/timeline?limit=500"), &m.token, None).await.json();
+    assert!(!t["items"].as_array().unwrap().is_empty());
+    assert!(t["items"].as_array().unwrap().iter().all(|i| i["lead_id"] == second.as_str()), "{t}");
+}
+
+#[tokio::test]
+async fn completeness_per_manager_counts_open_cards_by_the_configured_fields() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let north = app.store.create_team("Север").await.unwrap();
+    let south = app.store.create_team("Юг").await.unwrap();
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", Some(north.id), None).await;
+    let anna = person(&app, "anna@firm.ru", "manager", "senior", Some(north.id), None).await;
+    let boris = person(&app, "boris@firm.ru", "manager", "senior", Some(north.id), None).await;
+    let vera = person(&app, "vera@firm.ru", "manager", "senior", Some(south.id), None).await;
+    // A field that is not a lead's is refused, naming the entry; the list is saved and read back.
+    let r = app.call("PUT", "/api/v1/settings/completeness", &app.token, Some(&json!({"lead": ["name", "shoe_size"], "client": []}))).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("lead[1]"), "{}", r.text());
+    let fields = json!({"lead": ["name", "phone", "email", "company", "fields.industry"], "client": ["name", "phone"]});
+    let r = app.call("PUT", "/api/v1/settings/completeness", &app.token, Some(&fields)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.get("/api/v1/settings/completeness", Some(&app.token)).await.json(), fields);
+
+    let mut n = 0;
+    let mut make = |who: Uuid, body: Value| {
+        n += 1;
+        let (app, k) = (&app, n);
+        async move {
+            let mut body = body;
+            body["phone"] = json!(format!("+7900555140{k}"));
+            let r = app.lead(body).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            let id = r.json()["id"].as_str().unwrap().to_string();
+            let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": who}))).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            id
+        }
+    };
+    // Anna: 5 of 5 and 2 of 5 (phone, and a blank company that does not count).
+    let a1 =
+        make(anna.id, json!({"name": "Ольга", "email": "o@firm.ru", "company": "ООО Ромашка", "fields": {"industry": "retail"}})).await;
+    let a2 = make(anna.id, json!({"name": "Пётр", "company": "   ", "fields": {"industry": null}})).await;
+    // Boris: 1 of 5 (phone only) and a refused lead that no longer counts.
+    let b1 = make(boris.id, json!({})).await;
+    let b2 = make(boris.id, json!({"name": "Отказник", "email": "no@firm.ru", "company": "X"})).await;
+    let r =
+        app.call("POST", &format!("/api/v1/leads/{b2}/status"), &app.token, Some(&json!({"status": "refused", "reason": "price"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Vera, in the other team: 3 of 5.
+    make(vera.id, json!({"name": "Вера", "email": "v@firm.ru"})).await;
+
+    // Each card's own completeness agrees with the manager's average.
+    for (id, percent) in [(&a1, 100), (&a2, 40), (&b1, 20)] {
+        let c = app.call("GET", &format!("/api/v1/leads/{id}/card"), &app.token, None).await.json();
+        assert_eq!(c["completeness"]["percent"], percent, "{id}: {c}");
+    }
+    let line = |v: &Value, who: Uuid| v.as_array().unwrap().iter().find(|l| l["user_id"] == who.to_string()).cloned();
+    let all = app.get("/api/v1/analytics/completeness", Some(&app.token)).await.json();
+    assert_eq!(all.as_array().unwrap().len(), 3, "{all}");
+    let a = line(&all, anna.id).unwrap();
+    assert_eq!((a["open_leads"].as_i64(), a["average_percent"].as_f64(), a["normal_cards"].as_i64()), (Some(2), Some(70.0), Some(1)));
+    assert_eq!(a["name"], "anna");
+    let b = line(&all, boris.id).unwrap();
+    assert_eq!((b["open_leads"].as_i64(), b["average_percent"].as_f64(), b["normal_cards"].as_i64()), (Some(1), Some(20.0), Some(0)));
+    let v = line(&all, vera.id).unwrap();
+    assert_eq!((v["open_leads"].as_i64(), v["average_percent"].as_f64(), v["normal_cards"].as_i64()), (Some(1), Some(60.0), Some(1)));
+    // The head sees the team; a manager only their own line.
+    let team = app.call("GET", "/api/v1/analytics/completeness", &head.token, None).await.json();
+    assert_eq!(team.as_array().unwrap().len(), 2, "{team}");
+    assert!(line(&team, vera.id).is_none());
+    let own = app.call("GET", "/api/v1/analytics/completeness", &boris.token, None).await.json();
+    assert_eq!(own.as_array().unwrap().len(), 1);
+    assert_eq!(line(&own, boris.id).unwrap()["open_leads"], 1);
+    // Filling a field moves the average.
+    let r = app.call("PATCH", &format!("/api/v1/leads/{b1}"), &boris.token, Some(&json!({"fields": {"industry": "банки"}}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let own = app.call("GET", "/api/v1/analytics/completeness", &boris.token, None).await.json();
+    assert_eq!(line(&own, boris.id).unwrap()["average_percent"], 40.0);
+}
+
+/// Rules and deadlines saved over the API drive routing: a thousand leads in turn give every
+/// manager on duty the same share, in strict rotation; a least-loaded rule always picks
+/// someone with the fewest open leads.
+#[tokio::test]
+async fn saved_rules_share_a_thousand_leads_in_turn_and_by_load() {
+    use futures_util::StreamExt;
+    use voronka_store::routing::RouteOutcome;
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let mut managers = Vec::new();
+    for n in 0..7 {
+        let spec = UserSpec {
+            email: Some(format!("m{n}@firm.ru")),
+            name: Some(format!("m{n}")),
+            role: Some("manager".into()),
+            level: Some(if n % 2 == 0 { "senior" } else { "junior" }.into()),
+            capacity: Some(1000),
+            ..Default::default()
+        };
+        managers.push(app.store.create_user(&spec).await.unwrap().id);
+    }
+    // One more who is away: never chosen.
+    let away = app
+        .store
+        .create_user(&UserSpec {
+            email: Some("away@firm.ru".into()),
+            name: Some("away".into()),
+            role: Some("manager".into()),
+            active: Some(false),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rules = json!([
+        {"name": "Москва — по загрузке", "condition": {"regions": ["Москва"]}, "strategy": {"kind": "least_loaded"}},
+        {"name": "Все по очереди", "condition": {}, "strategy": {"kind": "round_robin"}}
+    ]);
+    let r = app.call("PUT", "/api/v1/settings/assignment_rules", &app.token, Some(&rules)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.get("/api/v1/settings/assignment_rules", Some(&app.token)).await.json(), rules);
+    let bad = json!([{"name": "x", "strategy": {"kind": "by_mood"}}]);
+    let r = app.call("PUT", "/api/v1/settings/assignment_rules", &app.token, Some(&bad)).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(app.get("/api/v1/settings/assignment_rules", Some(&app.token)).await.json(), rules, "a refused list changes nothing");
+    let slas = json!([{"channel": "*", "temperature": "*", "seconds": 600}]);
+    let r = app.call("PUT", "/api/v1/settings/slas", &app.token, Some(&slas)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.call("PUT", "/api/v1/settings/slas", &app.token, Some(&json!([{"channel": "*", "temperature": "*", "seconds": -1}]))).await;
+    assert_eq!(r.status, 422);
+
+    let make = |i: usize, city: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.lead(json!({"phone": format!("+7901{:07}", i), "city": city})).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            Uuid::parse_str(r.json()["id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let leads: Vec<Uuid> = futures_util::stream::iter(0..1000).map(|i| make(i, "Тверь")).buffered(16).collect().await;
+    let mut owners = Vec::new();
+    for id in &leads {
+        match app.store.route_lead(*id).await.unwrap() {
+            RouteOutcome::Assigned { user_id, rule } => {
+                assert_eq!(rule, "Все по очереди");
+                owners.push(user_id);
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert!(!owners.contains(&away.id));
+    let mut counts: std::collections::HashMap<Uuid, usize> = std::collections::HashMap::new();
+    for o in &owners {
+        *counts.entry(*o).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 7, "{counts:?}");
+    assert!(counts.values().all(|c| *c == 142 || *c == 143), "{counts:?}");
+    for w in owners.chunks(7).filter(|w| w.len() == 7) {
+        let distinct: std::collections::HashSet<_> = w.iter().collect();
+        assert_eq!(distinct.len(), 7, "every turn gives each manager one lead");
+    }
+    // The saved deadline: ten minutes from the assignment.
+    let t = app.get(&format!("/api/v1/leads/{}/timeline", leads[0]), Some(&app.token)).await.json();
+    let assigned = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "assigned").unwrap().clone();
+    assert!(assigned["data"]["deadline"].as_str().unwrap().starts_with("2027-03-01T07:10:00"), "{assigned}");
+
+    // Make the loads uneven: the first manager closes 40 leads, the second 20.
+    let mut loads: std::collections::HashMap<Uuid, i64> = counts.iter().map(|(k, v)| (*k, *v as i64)).collect();
+    for (who, n) in [(managers[0], 40), (managers[1], 20)] {
+        let theirs: Vec<Uuid> = leads.iter().zip(&owners).filter(|(_, o)| **o == who).map(|(l, _)| *l).take(n).collect();
+        for l in theirs {
+            let r = app
+                .call("POST", &format!("/api/v1/leads/{l}/status"), &app.token, Some(&json!({"status": "junk", "reason": "spam"})))
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+        *loads.get_mut(&who).unwrap() -= n as i64;
+    }
+    let moscow: Vec<Uuid> = futures_util::stream::iter(1000..1100).map(|i| make(i, "Москва")).buffered(16).collect().await;
+    for id in &moscow {
+        let RouteOutcome::Assigned { user_id, rule } = app.store.route_lead(*id).await.unwrap() else { panic!("{id} not assigned") };
+        assert_eq!(rule, "Москва — по загрузке");
+        let least = *loads.values().min().unwrap();
+        assert_eq!(loads[&user_id], least, "{user_id} had {} open leads, the least was {least}", loads[&user_id]);
+        *loads.get_mut(&user_id).unwrap() += 1;
+    }
+    // The first sixty went to fill the gaps; the rest evened out.
+    let (lo, hi) = (loads.values().min().unwrap(), loads.values().max().unwrap());
+    assert!(hi - lo <= 1, "{loads:?}");
 }

@@ -75,9 +75,21 @@ pub struct Contact {
     pub company_id: Option<Uuid>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Ts,
-    /// Every lead of this person, oldest first.
+    /// Every lead of this person the viewer may see, oldest first.
     pub lead_ids: Vec<Uuid>,
+    /// The consents given with those leads, oldest first: they stay with their lead.
+    pub consents: Vec<LeadConsent>,
     pub company: Option<Company>,
+}
+
+/// A consent to marketing as given with one lead.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LeadConsent {
+    pub lead_id: Uuid,
+    pub marketing: bool,
+    pub text: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub at: Option<Ts>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -265,19 +277,23 @@ impl Store {
             sqlx::query_as("SELECT id, name, phone, email, messenger, position, company_id, created_at FROM contacts WHERE id = $1").bind(id).fetch_optional(p).await?
         });
         let Some(r) = row else { return Ok(None) };
-        let lead_ids: Vec<Uuid> = with_read!(&self.db, p => {
-            sqlx::query_scalar::<_, Uuid>("SELECT id FROM leads WHERE contact_id = $1 ORDER BY created_at, id").bind(r.id).fetch_all(p).await?
+        // Only the leads the viewer may see: the contact is not found when there is none.
+        let sql = format!(
+            "SELECT l.id, l.consent_marketing, l.consent_text, l.consent_at FROM leads l WHERE l.contact_id = $1 AND {} ORDER BY l.created_at, l.id",
+            self.access_sql(access)
+        );
+        type ConsentRow = (Uuid, Option<bool>, Option<String>, Option<Ts>);
+        let leads: Vec<ConsentRow> = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(r.id).fetch_all(p).await?
         });
-        let mut visible = false;
-        for l in &lead_ids {
-            if self.can_see(*l, access).await? {
-                visible = true;
-                break;
-            }
-        }
-        if !visible {
+        if leads.is_empty() {
             return Ok(None);
         }
+        let lead_ids: Vec<Uuid> = leads.iter().map(|l| l.0).collect();
+        let consents = leads
+            .into_iter()
+            .filter_map(|(lead_id, marketing, text, at)| marketing.map(|marketing| LeadConsent { lead_id, marketing, text, at }))
+            .collect();
         let company = match r.company_id {
             Some(c) => with_read!(&self.db, p => {
                 sqlx::query_as::<_, Company>("SELECT id, name, inn, kpp, ogrn, okpo, size, industry FROM companies WHERE id = $1").bind(c).fetch_optional(p).await?
@@ -294,7 +310,21 @@ impl Store {
             company_id: r.company_id,
             created_at: r.created_at,
             lead_ids,
+            consents,
             company,
         }))
+    }
+
+    /// The timelines of the contact's leads the viewer may see, as one, newest first;
+    /// `None` when the contact is not found for the viewer.
+    pub async fn contact_timeline(
+        &self,
+        id: Uuid,
+        access: &Access,
+        limit: u32,
+        before: Option<(Ts, i64)>,
+    ) -> Result<Option<crate::TimelinePage>, StoreError> {
+        let Some(c) = self.contact(id, access).await? else { return Ok(None) };
+        Ok(Some(self.timeline_of(&c.lead_ids, limit, before).await?))
     }
 }

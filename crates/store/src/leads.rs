@@ -342,6 +342,9 @@ pub struct TimelineItem {
     pub actor: Option<String>,
     #[schema(value_type = Object)]
     pub data: Value,
+    /// On a contact's timeline: the lead the entry belongs to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -360,6 +363,7 @@ struct SortedRow {
 #[derive(sqlx::FromRow)]
 struct EventRow {
     id: i64,
+    lead_id: Uuid,
     at: Ts,
     kind: String,
     actor: Option<String>,
@@ -615,18 +619,40 @@ impl Store {
 
     /// The lead's timeline, newest first; `before` is the cursor of the previous page.
     pub async fn timeline(&self, lead_id: Uuid, limit: u32, before: Option<(Ts, i64)>) -> Result<TimelinePage, StoreError> {
+        let mut page = self.timeline_of(&[lead_id], limit, before).await?;
+        page.items.iter_mut().for_each(|i| i.lead_id = None);
+        Ok(page)
+    }
+
+    /// The entries of several leads' timelines (a contact's leads), newest first, each
+    /// naming its lead.
+    pub async fn timeline_of(&self, leads: &[Uuid], limit: u32, before: Option<(Ts, i64)>) -> Result<TimelinePage, StoreError> {
         let limit = limit.clamp(1, 500) as i64;
+        if leads.is_empty() {
+            return Ok(TimelinePage { items: Vec::new(), next_cursor: None });
+        }
         let rows: Vec<EventRow> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new("SELECT id, at, kind, actor, data FROM events WHERE lead_id = ");
-            qb.push_bind(lead_id);
+            let mut qb = QueryBuilder::new("SELECT id, lead_id, at, kind, actor, data FROM events WHERE lead_id ");
+            if let [one] = leads {
+                qb.push("= ").push_bind(*one);
+            } else {
+                qb.push("IN (");
+                let mut list = qb.separated(", ");
+                for l in leads {
+                    list.push_bind(*l);
+                }
+                qb.push(")");
+            }
             if let Some((at, id)) = before {
                 qb.push(" AND (at < ").push_bind(at).push(" OR (at = ").push_bind(at).push(" AND id < ").push_bind(id).push("))");
             }
             qb.push(" ORDER BY at DESC, id DESC LIMIT ").push_bind(limit + 1);
             qb.build_query_as::<EventRow>().fetch_all(p).await?
         });
-        let mut items: Vec<TimelineItem> =
-            rows.into_iter().map(|r| TimelineItem { id: r.id, at: r.at, kind: r.kind, actor: r.actor, data: r.data }).collect();
+        let mut items: Vec<TimelineItem> = rows
+            .into_iter()
+            .map(|r| TimelineItem { id: r.id, at: r.at, kind: r.kind, actor: r.actor, data: r.data, lead_id: Some(r.lead_id) })
+            .collect();
         let next_cursor = if items.len() as i64 > limit {
             items.truncate(limit as usize);
             items.last().map(|i| URL_SAFE_NO_PAD.encode(format!("{}:{}", i.at.micros(), i.id)))

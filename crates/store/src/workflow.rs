@@ -617,20 +617,112 @@ impl Store {
         Ok(if heads.is_empty() { rows.into_iter().filter(|r| r.1 == "admin").map(|r| r.0).collect() } else { heads })
     }
 
-    /// Completeness of each manager's open cards: (user, average percent, cards).
-    pub async fn completeness_by_manager(&self) -> Result<Vec<(Uuid, u32, usize)>, StoreError> {
+    /// Completeness of each manager's open cards, as the viewer may see them (a manager:
+    /// own; a head of sales: the team's): computed in the database over every open lead, with
+    /// the same rule as a single card's completeness.
+    pub async fn completeness_by_manager(&self, access: &Access) -> Result<Vec<ManagerCompleteness>, StoreError> {
         let fields = self.completeness_fields().await?;
-        let owners: Vec<Uuid> = with_read!(&self.db, p => {
-            sqlx::query_scalar::<_, Uuid>("SELECT DISTINCT owner_id FROM leads WHERE owner_id IS NOT NULL").fetch_all(p).await?
+        let sqlite = matches!(self.db, crate::db::Db::Sqlite { .. });
+        let filled: Vec<String> = fields.lead.iter().filter_map(|f| filled_sql(f, sqlite)).collect();
+        let of = filled.len();
+        let sum = if filled.is_empty() { "0".to_string() } else { filled.join(" + ") };
+        let normal_at = 3.min(of);
+        let sql = format!(
+            "SELECT c.owner_id, u.name, COUNT(*), SUM(c.f), SUM(CASE WHEN c.f >= {normal_at} THEN 1 ELSE 0 END) \
+             FROM (SELECT l.owner_id, ({sum}) AS f FROM leads l WHERE l.owner_id IS NOT NULL AND l.status IN {OPEN_STATES} AND {acc}) c \
+             JOIN users u ON u.id = c.owner_id GROUP BY c.owner_id, u.name ORDER BY u.name, c.owner_id",
+            acc = self.access_sql(access)
+        );
+        type Line = (Uuid, String, i64, Option<i64>, Option<i64>);
+        let rows: Vec<Line> = with_read!(&self.db, p => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await?
         });
-        let mut out = Vec::new();
-        for o in owners {
-            let page = self.leads(&crate::LeadFilter { owner: Some(Some(o)), limit: 500, ..Default::default() }).await?;
-            let n = page.items.len();
-            let sum: u32 = page.items.iter().map(|l| completeness(l, &fields.lead, 3).percent).sum();
-            out.push((o, if n == 0 { 0 } else { sum / n as u32 }, n));
+        Ok(rows
+            .into_iter()
+            .map(|(user_id, name, open_leads, filled, normal)| {
+                let filled = filled.unwrap_or(0);
+                let percent = if of == 0 || open_leads == 0 {
+                    100.0
+                } else {
+                    (filled as f64 * 1000.0 / (open_leads as f64 * of as f64)).round() / 10.0
+                };
+                ManagerCompleteness { user_id, name, open_leads, average_percent: percent, normal_cards: normal.unwrap_or(0) }
+            })
+            .collect())
+    }
+}
+
+/// The states of a lead still being worked on.
+const OPEN_STATES: &str = "('new', 'nurturing', 'sales_ready', 'assigned', 'in_progress', 'qualified', 'postponed')";
+
+/// Lead columns a completeness list may name (besides `fields.<key>`).
+const FILLABLE: &[&str] = &[
+    "name",
+    "phone",
+    "email",
+    "messenger",
+    "company",
+    "position",
+    "city",
+    "interest",
+    "message",
+    "budget",
+    "campaign",
+    "source",
+    "referrer",
+    "landing_page",
+    "tracking_number",
+    "external_id",
+];
+
+/// Whether `f` is a field a completeness list may name.
+fn fillable(f: &str) -> bool {
+    match f.strip_prefix("fields.") {
+        Some(k) => !k.is_empty() && k.len() <= 64 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+        None => FILLABLE.contains(&f),
+    }
+}
+
+/// SQL (on `leads l`) giving 1 when the field is filled, by the rule of [`completeness`]:
+/// present, not null, and for text not blank.
+fn filled_sql(f: &str, sqlite: bool) -> Option<String> {
+    if !fillable(f) {
+        return None;
+    }
+    const BLANK: &str = "' \t\r\n'";
+    let text = |x: String| format!("(CASE WHEN TRIM(COALESCE({x}, ''), {BLANK}) <> '' THEN 1 ELSE 0 END)");
+    Some(match f.strip_prefix("fields.") {
+        Some(k) if sqlite => text(format!("CAST(json_extract(l.fields, '$.\"{k}\"') AS TEXT)")),
+        Some(k) => text(format!("(l.fields ->> '{k}')")),
+        None if f == "budget" => "(CASE WHEN l.budget IS NOT NULL THEN 1 ELSE 0 END)".to_string(),
+        None => text(format!("l.{f}")),
+    })
+}
+
+/// One manager's open cards: how many, their average completeness, and how many are filled
+/// to the normal (3 lead fields).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ManagerCompleteness {
+    pub user_id: Uuid,
+    pub name: String,
+    pub open_leads: i64,
+    /// The average share of the required fields filled, in percent (one decimal).
+    pub average_percent: f64,
+    pub normal_cards: i64,
+}
+
+impl CompletenessFields {
+    /// Names the first entry that is not a lead field (`lead[2]`, `client[0]`).
+    pub fn check(&self) -> Result<(), String> {
+        for (list, name) in [(&self.lead, "lead"), (&self.client, "client")] {
+            if list.len() > 40 {
+                return Err(format!("{name}: at most 40 fields"));
+            }
+            if let Some((i, f)) = list.iter().enumerate().find(|(_, f)| !fillable(f)) {
+                return Err(format!("{name}[{i}]: \"{f}\" is not a lead field (use a column such as phone or fields.<key>)"));
+            }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

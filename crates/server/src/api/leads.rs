@@ -285,13 +285,19 @@ pub async fn timeline(
 ) -> Result<axum::Json<TimelinePage>, ApiError> {
     let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let q: TimelineQuery = serde_urlencoded::from_str(q.as_deref().unwrap_or("")).map_err(|_| ApiError::invalid("limit", BAD_LIMIT))?;
+    let (limit, before) = timeline_query(q.as_deref())?;
+    if !st.store.can_see(id, &t.access()).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(axum::Json(st.store.timeline(id, limit, before).await?))
+}
+
+/// `limit` and `cursor` of a timeline request.
+pub fn timeline_query(q: Option<&str>) -> Result<(u32, Option<(voronka_store::Ts, i64)>), ApiError> {
+    let q: TimelineQuery = serde_urlencoded::from_str(q.unwrap_or("")).map_err(|_| ApiError::invalid("limit", BAD_LIMIT))?;
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(voronka_store::decode_timeline_cursor(c).ok_or_else(|| ApiError::invalid("cursor", BAD_CURSOR))?),
     };
-    if !st.store.can_see(id, &t.access()).await? {
-        return Err(ApiError::NotFound);
-    }
-    Ok(axum::Json(st.store.timeline(id, q.limit.unwrap_or(100), before).await?))
+    Ok((q.limit.unwrap_or(100), before))
 }

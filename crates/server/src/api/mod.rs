@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/queue", get(workflow::queue))
         .route("/api/v1/notifications", get(workflow::notifications))
         .route("/api/v1/contacts/{id}", get(workflow::contact))
+        .route("/api/v1/contacts/{id}/timeline", get(workflow::contact_timeline))
         .route("/api/v1/settings/{key}", get(workflow::get_setting).put(workflow::put_setting))
         .route("/api/v1/reasons", get(workflow::reasons))
         .route("/api/v1/reasons/{kind}", axum::routing::put(workflow::put_reasons))
@@ -61,6 +62,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/webhooks/deliveries/{id}/retry", axum::routing::post(hooks::retry_delivery))
         .route("/api/v1/webhooks/{id}", axum::routing::delete(hooks::delete_subscription))
         .route("/api/v1/analytics/responses", get(hooks::response_stats))
+        .route("/api/v1/analytics/completeness", get(workflow::completeness_by_manager))
         .route("/api/v1/openapi.json", get(crate::openapi::document))
 }
 

@@ -15,8 +15,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 use voronka_store::convert::{Contact, ConvertSpec, Converted};
-use voronka_store::workflow::{Calendar, CompletenessFields, Notification, Reason, Script, StatusChange, Task, completeness};
-use voronka_store::{Lead, Ts};
+use voronka_store::workflow::{
+    Calendar, CompletenessFields, ManagerCompleteness, Notification, Reason, Script, StatusChange, Task, completeness,
+};
+use voronka_store::{Lead, TimelinePage, Ts};
 
 #[utoipa::path(post, path = "/api/v1/leads/{id}/status", tag = "workflow", request_body = StatusChange, params(("id" = Uuid, Path)),
     responses((status = 200, body = Lead), (status = 404), (status = 409, description = "invalid_transition"), (status = 422, description = "reason_required, invalid_fields")),
@@ -200,8 +202,13 @@ pub async fn assign(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<Lead>, ApiError> {
     let t = st.tokens.authorize(&st.store, &headers, "leads:write").await?;
-    require_role(&t, &["admin", "head_of_sales"])?;
     let id = uuid_path(&id)?;
+    // Another's lead is not found for anyone, whatever their role; one's own lead cannot be
+    // handed on without the role.
+    if !st.store.can_see(id, &t.access()).await? {
+        return Err(ApiError::NotFound);
+    }
+    require_role(&t, &["admin", "head_of_sales"])?;
     let s: AssignSpec = json_body(body)?;
     Ok(axum::Json(st.store.reassign(id, s.user_id, &t.actor(), &t.access()).await?))
 }
@@ -242,6 +249,34 @@ pub async fn contact(State(st): State<AppState>, headers: HeaderMap, Path(id): P
     st.store.contact(id, &t.access()).await?.map(axum::Json).ok_or(ApiError::NotFound)
 }
 
+/// Each manager's open cards: how many, how complete on average, how many filled to the
+/// normal. A manager sees their own line, a head of sales the team's.
+#[utoipa::path(get, path = "/api/v1/analytics/completeness", tag = "workflow",
+    responses((status = 200, body = Vec<ManagerCompleteness>)), security(("bearer" = ["leads:read"])))]
+pub async fn completeness_by_manager(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<Vec<ManagerCompleteness>>, ApiError> {
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    Ok(axum::Json(st.store.completeness_by_manager(&t.access()).await?))
+}
+
+/// The timelines of the contact's leads as one, newest first, each entry naming its lead.
+#[utoipa::path(get, path = "/api/v1/contacts/{id}/timeline", tag = "workflow",
+    params(("id" = Uuid, Path), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = TimelinePage), (status = 404)), security(("bearer" = ["leads:read"])))]
+pub async fn contact_timeline(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<axum::Json<TimelinePage>, ApiError> {
+    let t = st.tokens.authorize(&st.store, &headers, "leads:read").await?;
+    let id = uuid_path(&id)?;
+    let (limit, before) = super::leads::timeline_query(q.as_deref())?;
+    st.store.contact_timeline(id, &t.access(), limit, before).await?.map(axum::Json).ok_or(ApiError::NotFound)
+}
+
 /// The lead card's extras: completeness, the matching script, open tasks.
 #[utoipa::path(get, path = "/api/v1/leads/{id}/card", tag = "workflow", params(("id" = Uuid, Path)),
     responses((status = 200, description = "{\"lead\", \"completeness\", \"script\", \"tasks\"}"), (status = 404)), security(("bearer" = ["leads:read"])))]
@@ -277,7 +312,7 @@ pub fn check_setting(key: &str, v: &Value) -> Result<(), ApiError> {
             let c: Calendar = serde_json::from_value(v.clone()).map_err(|e| bad(e.to_string()))?;
             c.duty().map(|_| ()).ok_or_else(|| bad("unknown time zone or bad hours".into()))
         }
-        "completeness" => serde_json::from_value::<CompletenessFields>(v.clone()).map(|_| ()).map_err(|e| bad(e.to_string())),
+        "completeness" => serde_json::from_value::<CompletenessFields>(v.clone()).map_err(|e| bad(e.to_string()))?.check().map_err(bad),
         "scripts" => serde_json::from_value::<Vec<Script>>(v.clone()).map(|_| ()).map_err(|e| bad(e.to_string())),
         _ => Err(ApiError::NotFound),
     }

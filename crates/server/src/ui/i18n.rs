@@ -247,6 +247,12 @@ pub const TEXTS: &[(&str, &str, &str)] = &[
     ("tasks.done", "Done", "Выполнено"),
     ("tasks.add", "Add task", "Добавить задачу"),
     ("tasks.empty", "No open tasks", "Открытых задач нет"),
+    ("tasks.cards", "Card completeness", "Заполненность карточек"),
+    ("tasks.manager", "Manager", "Менеджер"),
+    ("tasks.open_leads", "Open leads", "Лидов в работе"),
+    ("tasks.average", "Average completeness", "Средняя заполненность"),
+    ("tasks.normal", "Filled to the normal", "Заполнено по норме"),
+    ("tasks.no_cards", "No open leads with an owner", "Нет лидов в работе у менеджеров"),
     // kanban
     (
         "kanban.hint",

@@ -1,4 +1,5 @@
-//! Tasks: mine, my overdue ones, and the team's for a head of sales (everyone's for an admin).
+//! Tasks: mine, my overdue ones, and the team's for a head of sales (everyone's for an admin);
+//! for them also the completeness of each manager's open cards.
 
 use super::i18n::Tr;
 use super::inbox::user_names;
@@ -12,6 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use uuid::Uuid;
+use voronka_store::workflow::ManagerCompleteness;
 
 pub struct TaskRow {
     pub id: Uuid,
@@ -31,6 +33,9 @@ struct TasksPage {
     view: String,
     team: bool,
     rows: Vec<TaskRow>,
+    /// The `cards` view: each manager's name, open cards, average completeness and cards
+    /// filled to the normal.
+    cards: Vec<(String, i64, String, i64)>,
 }
 
 pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, RawQuery(q): RawQuery) -> Page {
@@ -41,8 +46,16 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         Some("overdue") => "overdue",
         Some("team") if team => "team",
         Some("team_overdue") if team => "team_overdue",
+        Some("cards") if team => "cards",
         _ => "mine",
     };
+    if view == "cards" {
+        let lines: Vec<ManagerCompleteness> = st.store.completeness_by_manager(&v.access()).await.map_err(|e| UiError::new(e, &v))?;
+        let cards =
+            lines.into_iter().map(|m| (m.name, m.open_leads, format!("{}%", fmt::num(m.average_percent)), m.normal_cards)).collect();
+        let c = Chrome::new(&v, "tasks", Tr(v.lang).get("tasks.cards"));
+        return Ok(render(StatusCode::OK, &TasksPage { c, view: view.to_string(), team, rows: Vec::new(), cards }));
+    }
     let assignee = if view.starts_with("team") { None } else { Some(v.user.id) };
     let overdue = view.ends_with("overdue");
     let tasks = st.store.tasks(&v.access(), assignee, overdue).await.map_err(|e| UiError::new(e, &v))?;
@@ -62,7 +75,7 @@ pub async fn page(State(st): State<AppState>, Extension(v): Extension<Viewer>, R
         })
         .collect();
     let c = Chrome::new(&v, "tasks", t.get("nav.tasks")).with_flash(get("done"));
-    Ok(render(StatusCode::OK, &TasksPage { c, view: view.to_string(), team, rows }))
+    Ok(render(StatusCode::OK, &TasksPage { c, view: view.to_string(), team, rows, cards: Vec::new() }))
 }
 
 pub async fn done_task(st: &AppState, v: &Viewer, id: &str, body: &[u8]) -> Page {
