@@ -181,8 +181,8 @@ async fn two_servers_never_assign_one_lead_twice() {
         );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let hours = serde_json::json!({"hours": {"mon": [["00:00", "23:59"]], "tue": [["00:00", "23:59"]], "wed": [["00:00", "23:59"]], "thu": [["00:00", "23:59"]],
-            "fri": [["00:00", "23:59"]], "sat": [["00:00", "23:59"]], "sun": [["00:00", "23:59"]]}, "capacity": 1000});
+        let hours = serde_json::json!({"hours": {"mon": [["00:00", "24:00"]], "tue": [["00:00", "24:00"]], "wed": [["00:00", "24:00"]], "thu": [["00:00", "24:00"]],
+            "fri": [["00:00", "24:00"]], "sat": [["00:00", "24:00"]], "sun": [["00:00", "24:00"]]}, "capacity": 1000});
         let a = ServerProcess::start(BIN, &db.url, &[]).await;
         let r = send(a.addr, json_request(a.addr, "PATCH", &format!("/api/v1/users/{id}"), Some(&token), Some(&hours))).await;
         assert_eq!(r.status, 200, "{}", r.text());

@@ -332,4 +332,60 @@ mod tests {
         assert_eq!(sla_seconds(&s, "web_form", "warm"), Some(900));
         assert_eq!(sla_seconds(&s, "web_form", "cold"), Some(7200));
     }
+
+    #[test]
+    fn industry_segment_and_max_score_conditions() {
+        let c = Condition {
+            industries: vec!["Строительство".into()],
+            segments: vec!["b2b".into()],
+            max_score: Some(50.0),
+            temperatures: vec!["hot".into()],
+            ..Default::default()
+        };
+        let mut l = LeadFacts {
+            temperature: "hot".into(),
+            score: 40.0,
+            industry: Some("строительство".into()),
+            segment: Some("B2B".into()),
+            ..Default::default()
+        };
+        assert!(c.matches(&l));
+        for change in 0..4 {
+            let mut x = l.clone();
+            match change {
+                0 => x.industry = Some("IT".into()),
+                1 => x.segment = None,
+                2 => x.score = 51.0,
+                _ => x.temperature = "warm".into(),
+            }
+            assert!(!c.matches(&x), "change {change}");
+        }
+        l.industry = None;
+        assert!(!c.matches(&l), "a lead without the industry does not match a rule that names one");
+    }
+
+    #[test]
+    fn a_team_rule_gives_leads_to_its_members_in_turn() {
+        let team = Uuid::from_bytes([7; 16]);
+        let mut people: Vec<Candidate> = (1..=4).map(|n| person(n, "junior")).collect();
+        people[1].team_id = Some(team);
+        people[3].team_id = Some(team);
+        let rules = vec![
+            Rule { name: "team".into(), condition: Condition::default(), strategy: Strategy::Team { team_id: team }, level: None },
+            Rule { name: "rest".into(), condition: Condition::default(), strategy: Strategy::RoundRobin, level: None },
+        ];
+        let mut got = Vec::new();
+        for t in 0..4i64 {
+            let (id, rule) = choose(&rules, &lead("cold"), &people, None).unwrap();
+            assert_eq!(rule, 0);
+            got.push(id);
+            people.iter_mut().find(|p| p.id == id).unwrap().last_assigned = Some(t);
+        }
+        let (b, d) = (Uuid::from_bytes([2; 16]), Uuid::from_bytes([4; 16]));
+        assert_eq!(got, vec![b, d, b, d]);
+        // The whole team off duty: the next rule takes it.
+        people[1].on_duty = false;
+        people[3].on_duty = false;
+        assert_eq!(choose(&rules, &lead("cold"), &people, None).unwrap().1, 1);
+    }
 }

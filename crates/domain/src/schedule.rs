@@ -64,7 +64,11 @@ impl WeekHours {
     }
 }
 
+/// Minutes since midnight of `HH:MM`; `24:00` is the end of the day (a shift to midnight).
 fn minute(s: &str) -> Option<u32> {
+    if s.trim() == "24:00" {
+        return Some(1440);
+    }
     let t = NaiveTime::parse_from_str(s.trim(), "%H:%M").ok()?;
     Some(chrono::Timelike::hour(&t) * 60 + chrono::Timelike::minute(&t))
 }
@@ -242,5 +246,20 @@ mod tests {
     fn bad_hours_are_named() {
         let hours = WeekHours { tue: vec![["9am".into(), "18:00".into()]], ..Default::default() };
         assert!(hours.shifts().unwrap_err().starts_with("tue"));
+    }
+
+    #[test]
+    fn a_shift_to_24_00_covers_the_whole_day() {
+        let hours = WeekHours { mon: vec![["00:00".into(), "24:00".into()]], ..Default::default() };
+        let d = Duty::new(chrono_tz::UTC, &hours, vec![], vec![]).unwrap();
+        // Monday 2027-03-01: every minute, up to 23:59:59; not Tuesday 00:00.
+        for t in ["2027-03-01T00:00:00Z", "2027-03-01T12:00:00Z", "2027-03-01T23:59:00Z", "2027-03-01T23:59:59Z"] {
+            assert!(d.on_duty(t.parse().unwrap()), "{t}");
+        }
+        assert!(!d.on_duty("2027-03-02T00:00:00Z".parse().unwrap()));
+        assert!(
+            Duty::new(chrono_tz::UTC, &WeekHours { mon: vec![["24:00".into(), "24:00".into()]], ..Default::default() }, vec![], vec![])
+                .is_err()
+        );
     }
 }

@@ -112,11 +112,12 @@ async fn handle_message(
     Ok(())
 }
 
-/// One pass of the timers: queued leads are offered to whoever came on duty, and leads past
-/// their response deadline are escalated.
+/// One pass of the timers: queued leads are offered to whoever came on duty, leads past
+/// their response deadline are escalated, and tasks whose time has come are reminded.
 pub async fn timers_once(state: &AppState) -> anyhow::Result<(usize, usize)> {
     let assigned = state.store.drain_queue().await?;
     let escalated = state.store.escalate_due().await?.len();
+    state.store.remind_due_tasks().await?;
     Ok((assigned, escalated))
 }
 

@@ -334,6 +334,30 @@ async fn a_manager_sees_and_changes_only_own_leads_in_the_ui() {
     }
     let mv = app.ui_post(&s, "/kanban/move", &[("id", &theirs.to_string()), ("status", "junk"), ("reason", "spam")]).await;
     assert_eq!(mv.status, 404);
+    // B's task, and a merge on B's lead.
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{theirs}/tasks"), &app.token, Some(&json!({"kind": "call", "title": "перезвонить"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let task = r.json()["id"].as_str().unwrap().to_string();
+    let double = lead(&app, json!({"name": "Борис Чужой", "email": "boris@firm.ru"})).await;
+    give(&app, double, &b).await;
+    let r = app.call("POST", &format!("/api/v1/leads/{theirs}/merge"), &app.token, Some(&json!({"merged_id": double}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let merge = r.json()["merge"]["id"].as_str().unwrap().to_string();
+    let a_id = a.id.to_string();
+    for (path, fields) in [
+        (format!("/leads/{theirs}/assign"), vec![("user_id", a_id.as_str())]),
+        (format!("/leads/{theirs}/merge"), vec![("other", "+79215550003")]),
+        (format!("/leads/{theirs}/triage"), vec![("action", "accept")]),
+        (format!("/merges/{merge}/undo"), vec![]),
+        (format!("/tasks/{task}/done"), vec![("result", "x")]),
+    ] {
+        assert_eq!(app.ui_post(&s, &path, &fields).await.status, 404, "{path}");
+    }
+    let t = app.call("GET", &format!("/api/v1/leads/{theirs}/tasks"), &app.token, None).await.json();
+    assert_eq!(t[0]["status"], "open");
+    assert!(app.get(&format!("/api/v1/leads/{theirs}/merges"), Some(&app.token)).await.json()[0]["undone_at"].is_null());
     // A manager does not assign leads.
     assert_eq!(app.ui_post(&s, &format!("/leads/{mine}/assign"), &[("user_id", &b.id.to_string())]).await.status, 403);
     let l = api_lead(&app, theirs).await;

@@ -142,8 +142,7 @@ async fn vacations_and_night_shifts_decide_who_is_on_duty() {
     // Tuesday 03:00 Moscow.
     let (app, _) = app_at("2027-03-02T00:00:00Z").await;
     let night = WeekHours { mon: vec![["22:00".into(), "06:00".into()]], ..Default::default() };
-    let owl = person(&app, "owl@firm.ru", "manager", "senior", None, Some(night)).await;
-    let _day = person(&app, "day@firm.ru", "manager", "senior", None, None).await;
+    // Created first, the one on vacation would win every tie if vacations were ignored.
     let away = person(
         &app,
         "away@firm.ru",
@@ -153,6 +152,8 @@ async fn vacations_and_night_shifts_decide_who_is_on_duty() {
         Some(WeekHours { tue: vec![["00:00".into(), "23:59".into()]], ..Default::default() }),
     )
     .await;
+    let owl = person(&app, "owl@firm.ru", "manager", "senior", None, Some(night)).await;
+    let _day = person(&app, "day@firm.ru", "manager", "senior", None, None).await;
     app.store
         .update_user(away.id, &UserSpec { vacations: Some(vec![["2027-03-01".into(), "2027-03-05".into()]]), ..Default::default() })
         .await
@@ -247,6 +248,11 @@ async fn a_manager_never_sees_another_managers_lead() {
     let r = app.call("POST", &format!("/api/v1/leads/{their_client}/convert"), &admin_tok, Some(&json!({}))).await;
     assert_eq!(r.status, 201, "{}", r.text());
     let contact_id = r.json()["contact_id"].as_str().unwrap().to_string();
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{theirs}/tasks"), &admin_tok, Some(&json!({"kind": "call", "title": "перезвонить"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let task_id = r.json()["id"].as_str().unwrap().to_string();
     let tok = &a.token;
     let body = |v: Value| Some(v);
     let probes: Vec<(&str, String, Option<Value>)> = vec![
@@ -270,6 +276,7 @@ async fn a_manager_never_sees_another_managers_lead() {
         ("GET", format!("/api/v1/leads/{their_client}"), None),
         ("GET", format!("/api/v1/contacts/{contact_id}"), None),
         ("GET", format!("/api/v1/contacts/{contact_id}/timeline"), None),
+        ("POST", format!("/api/v1/tasks/{task_id}/complete"), body(json!({"result": "x"}))),
     ];
     for (method, path, b) in &probes {
         let r = app.call(method, path, tok, b.as_ref()).await;
@@ -288,6 +295,21 @@ async fn a_manager_never_sees_another_managers_lead() {
         }
         assert_eq!(answers[0], answers[1], "{path}");
     }
+    // B's tasks are in none of A's task lists.
+    for q in ["", "?assignee=all", &format!("?assignee={}", b.id), "?overdue=true"] {
+        let t = app.call("GET", &format!("/api/v1/tasks{q}"), tok, None).await;
+        assert_eq!(t.status, 200, "{q}");
+        assert!(!t.text().contains(&task_id) && !t.text().contains(&theirs), "{q}: {}", t.text());
+    }
+    // A submitting B's client's phone adds a repeat request to B's lead (no duplicate) and
+    // learns only that.
+    let repeats = app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json()["repeat_count"].as_i64().unwrap();
+    let r = app.call("POST", "/api/v1/leads", tok, Some(&json!({"phone": "8 900 555 05 01", "message": "снова звонит"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let answer = r.json();
+    assert_eq!((answer["repeat"].as_bool(), answer["visible"].as_bool()), (Some(true), Some(false)), "{answer}");
+    assert!(!r.text().contains(&theirs) && !r.text().contains("Клиент") && answer.get("id").is_none(), "{answer}");
+    assert_eq!(app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json()["repeat_count"], repeats + 1);
     // Nor in lists or searches.
     for q in ["", "q=79005550501", "q=8%20900%20555%2005%2001", "status=assigned", "sort=priority", "owner=none"] {
         let page = app.call("GET", &format!("/api/v1/leads?{q}"), tok, None).await.json();
@@ -300,6 +322,8 @@ async fn a_manager_never_sees_another_managers_lead() {
     assert_eq!(l["status"], "assigned");
     assert_eq!(l["name"], "Клиент");
     assert_eq!(l["owner"]["id"], b.id.to_string());
+    let t = app.call("GET", &format!("/api/v1/leads/{theirs}/tasks"), &admin_tok, None).await.json();
+    assert_eq!(t[0]["status"], "open", "{t}");
     let m = app.get(&format!("/api/v1/leads/{theirs}/merges"), Some(&admin_tok)).await.json();
     assert!(m[0]["undone_at"].is_null(), "{m}");
     assert_eq!(app.get(&format!("/api/v1/leads/{mine}"), Some(&admin_tok)).await.json()["status"], "assigned");
@@ -417,10 +441,46 @@ async fn postponing_creates_a_reminder_task_for_the_day() {
     assert_eq!(tasks[0]["due_at"], "2027-03-15T07:00:00.000000Z");
     assert_eq!(tasks[0]["assignee_id"], m.id.to_string());
     assert!(app.call("GET", "/api/v1/tasks?overdue=true", &m.token, None).await.json().as_array().unwrap().is_empty());
+    // No reminder before the day; one, to the manager, when it comes.
+    let reminders = |tok: String| {
+        let app = &app;
+        async move {
+            let n = app.call("GET", "/api/v1/notifications", &tok, None).await.json();
+            n.as_array().unwrap().iter().filter(|x| x["kind"] == "task_due").cloned().collect::<Vec<_>>()
+        }
+    };
+    clock.set(at("2027-03-15T06:59:59Z"));
+    voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert!(reminders(m.token.clone()).await.is_empty());
     clock.set(at("2027-03-15T07:00:01Z"));
     let overdue = app.call("GET", "/api/v1/tasks?overdue=true", &m.token, None).await.json();
     assert_eq!(overdue.as_array().unwrap().len(), 1);
     assert_eq!(overdue[0]["overdue"], true);
+    voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    let r = reminders(m.token.clone()).await;
+    assert_eq!(r.len(), 1, "reminded once: {r:?}");
+    assert_eq!(r[0]["lead_id"], id.as_str());
+    assert_eq!(r[0]["data"]["task_id"], tasks[0]["id"]);
+
+    // A lead postponed with no owner: the heads of sales are reminded.
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", None, None).await;
+    let unowned = lead(&app, "+79005550801").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{unowned}/status"),
+            &app.token,
+            Some(&json!({"status": "postponed", "until": "2027-03-16T07:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    clock.set(at("2027-03-16T07:00:00Z"));
+    voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    let r = reminders(head.token.clone()).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["lead_id"], unowned.as_str());
+    assert_eq!(reminders(m.token.clone()).await.len(), 1, "not the manager's");
 }
 
 #[tokio::test]
@@ -508,6 +568,28 @@ async fn the_card_shows_completeness_and_the_matching_script() {
     assert_eq!(card["completeness"]["normal"], true);
     let other = lead(&app, "+79005551101").await;
     assert_eq!(app.get(&format!("/api/v1/leads/{other}/card"), Some(&app.token)).await.json()["script"]["name"], "Общий");
+    // A script for a state: the lead gets it once it is in that state.
+    let scripts = json!([
+        {"name": "Квалификация", "status": "in_progress", "body": "Уточните бюджет и сроки."},
+        {"name": "Общий", "body": "Добрый день!"}
+    ]);
+    assert_eq!(app.call("PUT", "/api/v1/settings/scripts", &app.token, Some(&scripts)).await.status, 200);
+    assert_eq!(app.get(&format!("/api/v1/leads/{other}/card"), Some(&app.token)).await.json()["script"]["name"], "Общий");
+    let r = app.call("POST", &format!("/api/v1/leads/{other}/status"), &app.token, Some(&json!({"status": "in_progress"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(app.get(&format!("/api/v1/leads/{other}/card"), Some(&app.token)).await.json()["script"]["name"], "Квалификация");
+    // A client's card is measured against the client fields, normal at 10.
+    let client_fields = json!({"lead": ["name", "phone"], "client": ["name", "phone", "email", "company", "position", "city", "interest", "budget", "fields.inn", "fields.site", "fields.address"]});
+    assert_eq!(app.call("PUT", "/api/v1/settings/completeness", &app.token, Some(&client_fields)).await.status, 200);
+    let patch = json!({"email": "a@firm.ru", "company": "ООО Ромашка", "position": "CEO", "city": "Тверь", "budget": 100000,
+        "fields": {"segment": "B2B", "inn": "7707083893", "site": "firm.ru"}});
+    assert_eq!(app.call("PATCH", &format!("/api/v1/leads/{id}"), &app.token, Some(&patch)).await.status, 200);
+    let r = app.call("POST", &format!("/api/v1/leads/{id}/convert"), &app.token, Some(&json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let card = app.get(&format!("/api/v1/leads/{id}/card"), Some(&app.token)).await.json();
+    let c = &card["completeness"];
+    assert_eq!((c["filled"].as_u64(), c["of"].as_u64(), c["normal"].as_bool()), (Some(10), Some(11), Some(true)), "{c}");
+    assert_eq!(c["missing"], json!(["fields.address"]));
     let bad = app.call("PUT", "/api/v1/settings/slas", &app.token, Some(&json!([{"channel": "call"}]))).await;
     assert_eq!(bad.status, 422);
 }
@@ -922,4 +1004,275 @@ async fn saved_rules_share_a_thousand_leads_in_turn_and_by_load() {
     // The first sixty went to fill the gaps; the rest evened out.
     let (lo, hi) = (loads.values().min().unwrap(), loads.values().max().unwrap());
     assert!(hi - lo <= 1, "{loads:?}");
+}
+
+#[tokio::test]
+async fn leads_escalated_in_one_pass_go_round_and_each_escalation_counts() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let a = person(&app, "a@firm.ru", "manager", "senior", None, None).await;
+    let b = person(&app, "b@firm.ru", "manager", "senior", None, None).await;
+    let c = person(&app, "c@firm.ru", "manager", "senior", None, None).await;
+    let mut leads = Vec::new();
+    for i in 0..2 {
+        let id = lead(&app, &format!("+7900555170{i}")).await;
+        let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": a.id}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        leads.push(id);
+    }
+    // Both of A's deadlines pass (2 working hours for a cold lead); one pass hands them on,
+    // one to B and one to C.
+    clock.advance(Duration::hours(2));
+    let (_, escalated) = voronka_server::jobs::timers_once(&app.state).await.unwrap();
+    assert_eq!(escalated, 2);
+    let mut owners = vec![owner(&app, &leads[0]).await.unwrap(), owner(&app, &leads[1]).await.unwrap()];
+    owners.sort();
+    let mut want = vec![b.id.to_string(), c.id.to_string()];
+    want.sort();
+    assert_eq!(owners, want);
+}
+
+#[tokio::test]
+async fn an_escalation_with_nobody_to_take_the_lead_counts_as_missed() {
+    use voronka_store::users::Access;
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let only = person(&app, "only@firm.ru", "manager", "senior", None, None).await;
+    let head = person(&app, "head@firm.ru", "head_of_sales", "senior", None, None).await;
+    let touched = lead(&app, "+79005551800").await;
+    let missed = lead(&app, "+79005551801").await;
+    for id in [&touched, &missed] {
+        let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": only.id}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{touched}/activities"), &only.token, Some(&json!({"kind": "call", "direction": "out"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    clock.advance(Duration::hours(2));
+    let escalations = app.store.escalate_due().await.unwrap();
+    assert_eq!(escalations.len(), 1);
+    assert_eq!(escalations[0].to_user, None, "nobody else on duty");
+    assert_eq!(owner(&app, &missed).await, Some(only.id.to_string()), "the lead stays, the heads are told");
+    let n = app.call("GET", "/api/v1/notifications", &head.token, None).await.json();
+    assert!(n.as_array().unwrap().iter().any(|x| x["kind"] == "lead_escalated"), "{n}");
+    // It is not escalated again, and it counts: two measured, one within, one escalation.
+    clock.advance(Duration::hours(1));
+    assert!(app.store.escalate_due().await.unwrap().is_empty());
+    let from = voronka_store::Ts::from(at(MONDAY_10_MSK) - Duration::days(1));
+    let to = voronka_store::Ts::from(at(MONDAY_10_MSK) + Duration::days(1));
+    let share = app.store.sla_share(&Access::All, from, to).await.unwrap();
+    assert_eq!((share.measured, share.within, share.escalated), (2, 1, 1), "{share:?}");
+}
+
+/// Routing starts from two signals, each enough on its own: a new lead that is hot, and a
+/// lead that reaches the sales-ready threshold.
+#[tokio::test]
+async fn hot_on_arrival_and_sales_ready_each_route_a_lead() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", None, None).await;
+    let mut model = app.get("/api/v1/scoring/model", Some(&app.token)).await.json();
+    let mut put = |warm: i64, hot: i64, ready: i64| {
+        model["thresholds"]["warm"] = json!(warm);
+        model["thresholds"]["hot"] = json!(hot);
+        model["thresholds"]["sales_ready"] = json!(ready);
+        let body = model.clone();
+        let app = &app;
+        async move {
+            let r = app.call("PUT", "/api/v1/scoring/model", &app.token, Some(&body)).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    // Hot at 10 points, sales-ready out of reach: routed as a hot new lead.
+    put(5, 10, 100_000).await;
+    let hot = hot_lead(&app, "+79005551900").await;
+    let l = app.get(&format!("/api/v1/leads/{hot}"), Some(&app.token)).await.json();
+    assert_eq!((l["temperature"].as_str(), l["status"].as_str()), (Some("hot"), Some("new")), "{l}");
+    app.dispatch().await;
+    assert_eq!(owner(&app, &hot).await, Some(m.id.to_string()));
+    // Sales-ready at 10 points, hot out of reach: routed when it becomes sales-ready.
+    put(50_000, 100_000, 10).await;
+    let ready = hot_lead(&app, "+79005551901").await;
+    let l = app.get(&format!("/api/v1/leads/{ready}"), Some(&app.token)).await.json();
+    assert_eq!((l["temperature"].as_str(), l["status"].as_str()), (Some("cold"), Some("sales_ready")), "{l}");
+    app.dispatch().await;
+    assert_eq!(owner(&app, &ready).await, Some(m.id.to_string()));
+    // Neither: a cold lead that is not sales-ready waits.
+    let cold = lead(&app, "+79005551902").await;
+    app.dispatch().await;
+    assert_eq!(owner(&app, &cold).await, None);
+}
+
+#[tokio::test]
+async fn users_get_their_own_api_tokens_that_carry_their_access() {
+    let (app, _) = app_at(MONDAY_10_MSK).await;
+    let a = person(&app, "a@firm.ru", "manager", "senior", None, None).await;
+    let b = person(&app, "b@firm.ru", "manager", "senior", None, None).await;
+    let mine = lead(&app, "+79005552000").await;
+    let theirs = lead(&app, "+79005552001").await;
+    for (id, who) in [(&mine, a.id), (&theirs, b.id)] {
+        let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": who}))).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let ask = |tok: String, user: Uuid, scopes: Value| {
+        let app = &app;
+        async move {
+            app.call("POST", &format!("/api/v1/users/{user}/tokens"), &tok, Some(&json!({"name": "crm sync", "scopes": scopes}))).await
+        }
+    };
+    // An admin issues one for A; A issues another for themself; neither for B by A.
+    let r = ask(app.token.clone(), a.id, json!(["leads:read", "leads:write"])).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let issued = r.json()["token"].as_str().unwrap().to_string();
+    let r = ask(a.token.clone(), a.id, json!(["leads:read"])).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let read_only = r.json()["token"].as_str().unwrap().to_string();
+    assert_eq!(ask(a.token.clone(), b.id, json!(["leads:read"])).await.status, 403);
+    // The admin scope only for admins.
+    let r = ask(app.token.clone(), a.id, json!(["admin"])).await;
+    assert_eq!(r.status, 422);
+    assert!(r.json()["error"]["fields"].get("scopes").is_some(), "{}", r.text());
+    // The tokens act as A: A's leads only, and only what their scopes allow.
+    for tok in [&issued, &read_only] {
+        let page = app.call("GET", "/api/v1/leads", tok, None).await.json();
+        let ids: Vec<&str> = page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec![mine.as_str()]);
+        assert_eq!(app.call("GET", &format!("/api/v1/leads/{theirs}"), tok, None).await.status, 404);
+    }
+    let note = json!({"kind": "note", "text": "из интеграции"});
+    assert_eq!(app.call("POST", &format!("/api/v1/leads/{mine}/activities"), &issued, Some(&note)).await.status, 201);
+    assert_eq!(app.call("POST", &format!("/api/v1/leads/{mine}/activities"), &read_only, Some(&note)).await.status, 403);
+    let t = app.get(&format!("/api/v1/leads/{mine}/timeline"), Some(&app.token)).await.json();
+    let logged = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "note").unwrap().clone();
+    assert_eq!(logged["actor"], "user:a", "the timeline names A as the actor");
+}
+
+/// Two processes on one database run the timers at once: every queued lead is assigned
+/// once, every escalation and every reminder happens once.
+#[tokio::test]
+async fn two_stores_running_the_timers_at_once_do_each_thing_once() {
+    use voronka_store::routing::RouteOutcome;
+    // Monday 07:00 Moscow: nobody on duty yet.
+    let (app, clock) = app_at("2027-03-01T04:00:00Z").await;
+    let other = voronka_store::Store::open(&voronka_store::StoreConfig::new(&app.db.url), Arc::new(clock.clone())).await.unwrap();
+    for n in 0..3 {
+        person(&app, &format!("m{n}@firm.ru"), "manager", "senior", None, None).await;
+    }
+    let mut leads = Vec::new();
+    for i in 0..12 {
+        let id = lead(&app, &format!("+790055521{i:02}")).await;
+        assert_eq!(app.store.route_lead(Uuid::parse_str(&id).unwrap()).await.unwrap(), RouteOutcome::Queued);
+        leads.push(id);
+    }
+    let count = |id: String, kind: &'static str| {
+        let app = &app;
+        async move {
+            let t = app.get(&format!("/api/v1/leads/{id}/timeline?limit=500"), Some(&app.token)).await.json();
+            t["items"].as_array().unwrap().iter().filter(|i| i["kind"] == kind).count()
+        }
+    };
+    // 10:00: the shift starts; both drain the queue.
+    clock.set(at(MONDAY_10_MSK));
+    let (x, y) = tokio::join!(app.store.drain_queue(), other.drain_queue());
+    assert_eq!(x.unwrap() + y.unwrap(), 12);
+    for id in &leads {
+        assert_eq!(count(id.clone(), "assigned").await, 1, "{id}");
+    }
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{}/tasks", leads[0]),
+            &app.token,
+            Some(&json!({"kind": "call", "title": "перезвонить", "due_at": "2027-03-01T08:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Two hours on, nobody touched anything: both escalate and remind.
+    clock.advance(Duration::hours(2));
+    let (x, y) = tokio::join!(app.store.escalate_due(), other.escalate_due());
+    assert_eq!(x.unwrap().len() + y.unwrap().len(), 12);
+    assert_eq!(app.store.escalations().await.unwrap().len(), 12);
+    for id in &leads {
+        assert_eq!(count(id.clone(), "escalated").await, 1, "{id}");
+    }
+    let (x, y) = tokio::join!(app.store.remind_due_tasks(), other.remind_due_tasks());
+    assert_eq!(x.unwrap() + y.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn a_saved_working_calendar_sets_the_deadlines() {
+    // Monday 11:00 Moscow.
+    let (app, _) = app_at("2027-03-01T08:00:00Z").await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", None, None).await;
+    let day = || json!([["10:00", "12:00"]]);
+    let cal = json!({"timezone": "Europe/Moscow", "hours": {"mon": day(), "tue": day(), "wed": day(), "thu": day(), "fri": day()}, "holidays": ["2027-03-02"]});
+    let r = app.call("PUT", "/api/v1/settings/calendar", &app.token, Some(&cal)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A cold lead: 2 working hours — one on Monday, none on the Tuesday holiday, one on Wednesday.
+    let id = lead(&app, "+79005552200").await;
+    let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = app.get(&format!("/api/v1/leads/{id}/timeline"), Some(&app.token)).await.json();
+    let assigned = t["items"].as_array().unwrap().iter().find(|i| i["kind"] == "assigned").unwrap().clone();
+    assert!(assigned["data"]["deadline"].as_str().unwrap().starts_with("2027-03-03T08:00:00"), "{assigned}");
+    let bad = json!({"timezone": "Europe/Nowhere", "hours": {}});
+    assert_eq!(app.call("PUT", "/api/v1/settings/calendar", &app.token, Some(&bad)).await.status, 422);
+}
+
+#[tokio::test]
+async fn conversion_times_the_way_to_a_client_and_links_the_person_by_e_mail() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let r = app.lead(json!({"email": "Olga.K@Firm.ru", "name": "Ольга"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let first = r.json()["id"].as_str().unwrap().to_string();
+    clock.advance(Duration::days(3) + Duration::hours(2) + Duration::seconds(5));
+    let r = app.call("POST", &format!("/api/v1/leads/{first}/convert"), &app.token, Some(&json!({}))).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["time_to_client_seconds"], 3 * 86_400 + 7_200 + 5);
+    let contact = r.json()["contact_id"].clone();
+    // Another lead of hers, with a phone and her e-mail spelled otherwise, links to the contact.
+    let r = app.lead(json!({"phone": "+79005552300", "name": "Ольга К."})).await;
+    let second = r.json()["id"].as_str().unwrap().to_string();
+    let r = app
+        .call("POST", &format!("/api/v1/leads/{second}/convert"), &app.token, Some(&json!({"contact": {"email": "olga.k@firm.ru"}})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!((r.json()["contact_id"].clone(), r.json()["contact_linked"].as_bool()), (contact.clone(), Some(true)));
+    // A new request by e-mail alone opens a new lead linked to her contact.
+    let r = app.lead(json!({"email": "OLGA.K@firm.ru", "message": "нужен ещё один заказ"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["contact_id"], contact);
+    assert_eq!(r.json()["returning_of"], first.as_str());
+}
+
+#[tokio::test]
+async fn the_first_touch_is_kept_and_notes_do_not_count() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", None, None).await;
+    let id = lead(&app, "+79005552400").await;
+    let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let l = r.json();
+    assert!(l["assigned_at"].as_str().unwrap().starts_with("2027-03-01T07:00:00"), "{l}");
+    assert!(l["sla_due_at"].as_str().unwrap().starts_with("2027-03-01T09:00:00"), "cold: 2 working hours; {l}");
+    assert!(l["first_touch_at"].is_null());
+    let log = |body: Value| {
+        let (app, tok, id) = (&app, m.token.clone(), id.clone());
+        async move {
+            let r = app.call("POST", &format!("/api/v1/leads/{id}/activities"), &tok, Some(&body)).await;
+            assert_eq!(r.status, 201, "{}", r.text());
+            app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json()
+        }
+    };
+    clock.advance(Duration::minutes(5));
+    for kind in ["note", "proposal"] {
+        assert!(log(json!({"kind": kind, "text": "x"})).await["first_touch_at"].is_null(), "{kind} is not a touch");
+    }
+    clock.advance(Duration::minutes(5));
+    let l = log(json!({"kind": "email", "text": "Добрый день"})).await;
+    assert!(l["first_touch_at"].as_str().unwrap().starts_with("2027-03-01T07:10:00"), "{l}");
+    clock.advance(Duration::minutes(30));
+    let l = log(json!({"kind": "call", "direction": "out", "duration_seconds": 60})).await;
+    assert!(l["first_touch_at"].as_str().unwrap().starts_with("2027-03-01T07:10:00"), "the first stays: {l}");
+    // Touched in time: never escalated.
+    clock.advance(Duration::hours(3));
+    assert!(app.store.escalate_due().await.unwrap().is_empty());
 }

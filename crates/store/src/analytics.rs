@@ -83,7 +83,8 @@ impl Store {
         Ok(with_read!(&self.db, p => { sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await? }))
     }
 
-    /// First touch against the deadline, for leads assigned in `[from, to)`.
+    /// First touch against the deadline, for leads assigned in `[from, to)`. A lead escalated
+    /// with nobody to take it keeps no deadline, but counts as measured and missed.
     pub async fn sla_share(&self, access: &Access, from: Ts, to: Ts) -> Result<SlaShare, StoreError> {
         let acc = self.access_sql(access);
         let now = self.now();
@@ -93,7 +94,7 @@ impl Store {
                CAST(COALESCE(SUM(CASE WHEN l.first_touch_at IS NOT NULL AND l.first_touch_at <= l.sla_due_at AND COALESCE(e.n, 0) = 0 THEN 1 ELSE 0 END), 0) AS BIGINT), \
                CAST(COALESCE(SUM(COALESCE(e.n, 0)), 0) AS BIGINT) \
              FROM leads l LEFT JOIN (SELECT lead_id, COUNT(*) AS n FROM escalations WHERE at >= $1 GROUP BY lead_id) e ON e.lead_id = l.id \
-             WHERE l.assigned_at >= $1 AND l.assigned_at < $2 AND l.sla_due_at IS NOT NULL AND {acc}"
+             WHERE l.assigned_at >= $1 AND l.assigned_at < $2 AND (l.sla_due_at IS NOT NULL OR e.n > 0) AND {acc}"
         );
         let (measured, within, escalated): (i64, i64, i64) = with_read!(&self.db, p => {
             sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(to).bind(now).fetch_one(p).await?

@@ -19,7 +19,8 @@ pub(crate) const LEAD_COLUMNS: &str = "l.id, l.name, l.phone, l.email, l.messeng
     l.interest, l.message, l.budget, l.channel, l.campaign, l.source, l.utm_source, l.utm_medium, l.utm_campaign, \
     l.utm_content, l.utm_term, l.referrer, l.landing_page, l.tracking_number, l.visitor_id, l.external_id, l.fields, \
     l.consent_marketing, l.consent_text, l.consent_at, l.status, l.status_reason, l.owner_id, l.repeat_count, \
-    l.returning_of, l.contact_id, l.created_at, l.updated_at, l.last_request_at, s.ledger, s.model_version";
+    l.returning_of, l.contact_id, l.created_at, l.updated_at, l.last_request_at, s.ledger, s.model_version, \
+    l.assigned_at, l.sla_due_at, l.first_touch_at";
 
 /// `leads l` with its score: every query of `LEAD_COLUMNS` reads from this.
 pub(crate) const LEAD_FROM: &str = "leads l LEFT JOIN lead_scores s ON s.lead_id = l.id";
@@ -65,6 +66,9 @@ pub(crate) struct LeadRow {
     pub last_request_at: Ts,
     pub ledger: Option<Vec<u8>>,
     pub model_version: Option<i64>,
+    pub assigned_at: Option<Ts>,
+    pub sla_due_at: Option<Ts>,
+    pub first_touch_at: Option<Ts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -133,6 +137,16 @@ pub struct Lead {
     pub updated_at: Ts,
     #[schema(value_type = String, format = DateTime)]
     pub last_request_at: Ts,
+    /// When the current owner got the lead.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub assigned_at: Option<Ts>,
+    /// The first-touch deadline of the current owner (none once touched in time, or with
+    /// nobody left to escalate to).
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub sla_due_at: Option<Ts>,
+    /// The current owner's first call, e-mail, chat reply or meeting; kept once set.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub first_touch_at: Option<Ts>,
 }
 
 fn one_decimal<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
@@ -181,6 +195,9 @@ impl LeadRow {
             created_at: r.created_at,
             updated_at: r.updated_at,
             last_request_at: r.last_request_at,
+            assigned_at: r.assigned_at,
+            sla_due_at: r.sla_due_at,
+            first_touch_at: r.first_touch_at,
         }
     }
 }

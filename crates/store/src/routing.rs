@@ -256,7 +256,7 @@ impl Store {
         if due.is_empty() {
             return Ok(out);
         }
-        let (people, _) = self.candidates(now).await?;
+        let (mut people, _) = self.candidates(now).await?;
         let rules = self.assignment_rules().await?;
         for (id, owner, deadline) in due {
             let Some(lead) = self.lead(id).await? else { continue };
@@ -296,6 +296,17 @@ impl Store {
                 self.notify(&heads, "lead_escalated", Some(id), &json!({"name": lead.name, "from": owner, "to": next})).await?;
                 if let Some(n) = next {
                     self.notify(&[n], "lead_assigned", Some(id), &json!({"name": lead.name, "escalated": true})).await?;
+                    // The next lead of this pass sees the move: the new owner's turn is taken
+                    // and the load shifts.
+                    let latest = people.iter().filter_map(|c| c.last_assigned).max().unwrap_or(i64::MIN);
+                    for c in people.iter_mut() {
+                        if c.id == n {
+                            c.open_leads += 1;
+                            c.last_assigned = Some(now.micros().max(latest.saturating_add(1)));
+                        } else if Some(c.id) == owner {
+                            c.open_leads = c.open_leads.saturating_sub(1);
+                        }
+                    }
                 }
                 out.push(Escalation { lead_id: id, from_user: owner, to_user: next });
             }

@@ -589,6 +589,43 @@ impl Store {
         Ok(())
     }
 
+    /// Reminds the assignee of each open task whose due time has come (within the last day:
+    /// older ones are just overdue) — or, for a task without one, the heads of sales — once:
+    /// the mark and the notification are one transaction, and only one process makes it.
+    pub async fn remind_due_tasks(&self) -> Result<usize, StoreError> {
+        let now = self.now();
+        let since = Ts::from(now.0 - chrono::Duration::days(1));
+        type Due = (Uuid, Uuid, Option<Uuid>, String, String, Ts, Option<Uuid>);
+        let due: Vec<Due> = with_read!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT t.id, t.lead_id, t.assignee_id, t.kind, t.title, t.due_at, u.team_id FROM tasks t LEFT JOIN users u ON u.id = t.assignee_id \
+                 WHERE t.status = 'open' AND t.reminded_at IS NULL AND t.due_at <= $1 AND t.due_at > $2 ORDER BY t.due_at LIMIT 500",
+            )
+            .bind(now).bind(since).fetch_all(p).await?
+        });
+        let mut reminded = 0;
+        for (id, lead, assignee, kind, title, due_at, team) in due {
+            let to = match assignee {
+                Some(a) => vec![a],
+                None => self.supervisors(team).await?,
+            };
+            let data = json!({"task_id": id, "kind": kind, "title": title, "due_at": due_at});
+            let done = write_tx!(&self.db, tx => {
+                let n = sqlx::query("UPDATE tasks SET reminded_at = $1 WHERE id = $2 AND reminded_at IS NULL AND status = 'open'")
+                    .bind(now).bind(id).execute(&mut *tx).await?.rows_affected();
+                if n == 1 {
+                    for u in &to {
+                        sqlx::query("INSERT INTO notifications (user_id, kind, lead_id, data, created_at) VALUES ($1, 'task_due', $2, $3, $4)")
+                            .bind(u).bind(lead).bind(&data).bind(now).execute(&mut *tx).await?;
+                    }
+                }
+                n == 1
+            });
+            reminded += usize::from(done);
+        }
+        Ok(reminded)
+    }
+
     pub async fn notifications(&self, user: Uuid) -> Result<Vec<Notification>, StoreError> {
         let rows: Vec<NotificationRow> = with_read!(&self.db, p => {
             sqlx::query_as("SELECT id, kind, lead_id, data, created_at, read_at FROM notifications WHERE user_id = $1 ORDER BY id DESC LIMIT 200")

@@ -118,10 +118,31 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
             e
         })?;
     ops::record_intake("api", reply.outcome.as_str());
+    // A request of a person who is another manager's lead is added to that lead (nothing is
+    // lost, no duplicate is made), but the caller sees only that, not the lead.
+    let access = token.access();
+    let hidden = reply.status == 200
+        && access != voronka_store::users::Access::All
+        && match reply.lead_id {
+            Some(id) => !st.store.can_see(id, &access).await?,
+            None => false,
+        };
+    let body = if hidden {
+        serde_json::to_vec(&serde_json::json!({
+            "repeat": true,
+            "returning": false,
+            "visible": false,
+            "message": "The person is already another manager's lead; the request was added to it",
+            "message_ru": "Этот человек уже лид другого менеджера; заявка добавлена к его лиду",
+        }))
+        .unwrap_or_default()
+    } else {
+        reply.body()
+    };
     let mut resp = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
         [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        reply.body(),
+        body,
     )
         .into_response();
     if let Some(id) = reply.lead_id.filter(|_| reply.status == 201)

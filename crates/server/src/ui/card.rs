@@ -529,6 +529,10 @@ pub async fn edit(State(st): State<AppState>, Extension(v): Extension<Viewer>, P
 
 pub async fn assign(State(st): State<AppState>, Extension(v): Extension<Viewer>, Path(id): Path<String>, body: Bytes) -> Page {
     let id = id_of(&v, &id)?;
+    // Another's lead is not found, whatever the role; one's own cannot be handed on without it.
+    if !st.store.can_see(id, &v.access()).await.map_err(|e| UiError::new(e, &v))? {
+        return Err(UiError::new(ApiError::NotFound, &v));
+    }
     if !v.is(&["admin", "head_of_sales"]) {
         return Err(UiError::new(ApiError::Forbidden("head_of_sales"), &v));
     }

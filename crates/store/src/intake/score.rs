@@ -359,6 +359,9 @@ impl Scoring {
             created_at: l.at,
             updated_at: l.at,
             last_request_at: l.at,
+            assigned_at: None,
+            sla_due_at: None,
+            first_touch_at: None,
         }
     }
 

@@ -235,6 +235,7 @@ fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
         let us: i64 = r.get(i)?;
         Ts::from_micros(us).ok_or(rusqlite::Error::IntegralValueOutOfRange(i, us))
     };
+    let ts_opt = |i: usize| -> rusqlite::Result<Option<Ts>> { Ok(r.get::<_, Option<i64>>(i)?.and_then(Ts::from_micros)) };
     let fields: String = r.get(24)?;
     let consent_at: Option<i64> = r.get(27)?;
     Ok(LeadRow {
@@ -277,6 +278,9 @@ fn lead_row(r: &rusqlite::Row) -> rusqlite::Result<LeadRow> {
         last_request_at: ts_at(36)?,
         ledger: r.get(37)?,
         model_version: r.get(38)?,
+        assigned_at: ts_opt(39)?,
+        sla_due_at: ts_opt(40)?,
+        first_touch_at: ts_opt(41)?,
     })
 }
 
