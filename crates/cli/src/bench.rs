@@ -373,9 +373,12 @@ async fn ui(a: UiArgs) -> Result<()> {
             let ids = Arc::new(ids);
             // Phones of seeded leads, typed the way people type them: 8 (9XX) XXX-XX-XX.
             let leads = a.leads.max(1);
-            let phone = move |n: u64| {
+            let digits = move |n: u64| {
                 let i = n.wrapping_mul(2_654_435_761) % leads;
-                let d = format!("9{:09}", (i.wrapping_mul(7_919).wrapping_add(42)) % 1_000_000_000);
+                format!("9{:09}", (i.wrapping_mul(7_919).wrapping_add(42)) % 1_000_000_000)
+            };
+            let phone = move |n: u64| {
+                let d = digits(n);
                 format!("8+({})+{}-{}-{}", &d[0..3], &d[3..6], &d[6..8], &d[8..10])
             };
             type Path = Arc<dyn Fn(u64) -> String + Send + Sync>;
@@ -385,6 +388,9 @@ async fn ui(a: UiArgs) -> Result<()> {
                 ("inbox, unsorted", true, Arc::new(|_| "/inbox?tab=unsorted".to_string())),
                 ("inbox, search by phone", true, Arc::new(move |n| format!("/inbox?q={}", phone(n)))),
                 ("inbox, search by name", true, Arc::new(|n| format!("/inbox?q={}", NAMES_TYPED[n as usize % NAMES_TYPED.len()]))),
+                // Words of one lead: the last 7 digits of a phone, the start of an e-mail.
+                ("inbox, search by digits", true, Arc::new(move |n| format!("/inbox?q={}", &digits(n)[3..]))),
+                ("inbox, search by e-mail", true, Arc::new(move |n| format!("/inbox?q=user{}%40", (n.wrapping_mul(40_503) + 17) % leads))),
                 ("inbox, new-leads poll", true, Arc::new(|_| "/inbox/rows".to_string())),
                 ("inbox, manager's own", false, Arc::new(|_| "/inbox?tab=mine".to_string())),
                 ("lead card", true, {

@@ -387,6 +387,12 @@ struct EventRow {
     data: Value,
 }
 
+/// The FTS5 query finding `needle` as a substring through the trigram index: a quoted
+/// phrase; none under 3 characters, which the index cannot narrow.
+fn trigram_phrase(needle: &str) -> Option<String> {
+    (needle.chars().count() >= 3).then(|| format!("\"{}\"", needle.replace('"', "\"\"")))
+}
+
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('%');
@@ -523,23 +529,34 @@ impl Store {
         let like = f.q.as_deref().map(escape_like);
         // Score and priority lists walk the score index: a page costs about the rows it
         // skips. PostgreSQL's planner weighs that against the filters' and the search's
-        // indexes with its statistics. SQLite has none, so it is told: a text search scans
-        // the leads and sorts the matches; otherwise `+` keeps it off the
-        // leads indexes, and the walk is bounded to `list_walk_rows` index entries; when fewer rows
-        // than a page match within them, the filters are rare and the matches are read
-        // through the filters' indexes and sorted instead.
+        // indexes with its statistics. SQLite has none, so it is told: an exact phone or
+        // e-mail is looked up in its index; words held by few leads (counted in the trigram
+        // index, up to half the walk) are read through it; otherwise `+` keeps it off the
+        // leads indexes, and the walk — checking the filters and the words on the way — is
+        // bounded to `list_walk_rows` index entries; when fewer rows than a page match within
+        // them, the filters are rare and the matches are read through the filters' (or the
+        // words') indexes and sorted instead.
         let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
         let rows = if !by_score {
             self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else if !self.db.is_sqlite() {
             self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound: None, key: WalkKey::of(f) }).await?
-        } else if like.is_some() || f.q_contact.is_some() {
+        } else if f.q_contact.is_some() {
+            self.lead_rows(f, None, limit, Plan::FilterFirst).await?
+        } else if let Some(phrase) = like.as_ref().and(f.q.as_deref()).and_then(trigram_phrase)
+            && self.word_matches(&phrase, self.list_walk_rows / 2).await? < self.list_walk_rows / 2
+        {
+            // Few leads hold the words: read them through the trigram index and sort them.
             self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
         } else {
             let key = WalkKey::of(f);
             let bound = self.walk_bound(f, key).await?;
-            let rows = self.lead_rows(f, None, limit, Plan::Walk { bound, key }).await?;
-            if rows.len() as i64 > limit || bound.is_none() { rows } else { self.lead_rows(f, None, limit, Plan::FilterFirst).await? }
+            let rows = self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound, key }).await?;
+            if rows.len() as i64 > limit || bound.is_none() {
+                rows
+            } else {
+                self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
+            }
         };
         let more = rows.len() as i64 > limit;
         let mut sort_values = Vec::with_capacity(rows.len());
@@ -557,6 +574,14 @@ impl Store {
             None
         };
         Ok(LeadPage { items, next_cursor })
+    }
+
+    /// How many leads' search text holds `phrase` (a trigram query), counted up to `cap`.
+    async fn word_matches(&self, phrase: &str, cap: i64) -> Result<i64, StoreError> {
+        Ok(with_read!(&self.db, p => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM (SELECT 1 FROM lead_words WHERE lead_words MATCH $1 LIMIT $2)")
+                .bind(phrase).bind(cap).fetch_one(p).await?
+        }))
     }
 
     /// The score-index entry `list_walk_rows` entries after the cursor (None when fewer are left).
@@ -597,6 +622,13 @@ impl Store {
                 "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {from} WHERE {access}"
             ));
             push_lead_filters!(qb, f, like, plus);
+            // Reading the matches first, SQLite takes them from the trigram index.
+            if sqlite
+                && matches!(plan, Plan::FilterFirst)
+                && let Some(phrase) = like.and(f.q.as_deref()).and_then(trigram_phrase)
+            {
+                qb.push(" AND l.rowid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ").push_bind(phrase).push(")");
+            }
             if let Plan::Walk { key, .. } = &plan {
                 push_walk_key!(qb, *key);
             }
