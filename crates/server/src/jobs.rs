@@ -32,6 +32,25 @@ pub async fn run_upkeep_once(state: &AppState) {
     }
 }
 
+/// Adds new leads to the search index (SQLite), a few thousand at a time, until the process
+/// stops; a lead not yet indexed is found all the same, by a direct look.
+pub fn spawn_search_index(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let pause = match state.store.index_words(5_000).await {
+                Ok(0) => Duration::from_millis(500),
+                // More waiting: go on soon, leaving the writer to intake in between.
+                Ok(_) => Duration::from_millis(20),
+                Err(e) => {
+                    tracing::warn!(error = %e, "search indexing failed; will retry");
+                    Duration::from_secs(5)
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    })
+}
+
 /// Refreshes stored scores every `every` (decay, the priority window, leads scored with an
 /// older model), in whichever process holds the lease; also once at start.
 pub fn spawn_score_refresh(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {

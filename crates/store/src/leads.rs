@@ -576,6 +576,30 @@ impl Store {
         Ok(LeadPage { items, next_cursor })
     }
 
+    /// Adds up to `batch` leads not yet in the trigram index (SQLite; PostgreSQL's index is
+    /// kept by the database itself) to it, in one transaction; the number added, 0 when it
+    /// is up to date.
+    pub async fn index_words(&self, batch: i64) -> Result<usize, StoreError> {
+        let crate::db::Db::Sqlite { write, .. } = &self.db else { return Ok(0) };
+        let mut tx = write.begin_with("BEGIN IMMEDIATE").await?;
+        let from: i64 = sqlx::query_scalar("SELECT indexed_to FROM lead_words_state").fetch_one(&mut *tx).await?;
+        let (to, n): (Option<i64>, i64) =
+            sqlx::query_as("SELECT MAX(rowid), COUNT(*) FROM (SELECT rowid FROM leads WHERE rowid > $1 ORDER BY rowid LIMIT $2)")
+                .bind(from)
+                .bind(batch.max(1))
+                .fetch_one(&mut *tx)
+                .await?;
+        let Some(to) = to else { return Ok(0) };
+        sqlx::query("INSERT INTO lead_words (rowid, search) SELECT rowid, search FROM leads WHERE rowid > $1 AND rowid <= $2")
+            .bind(from)
+            .bind(to)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE lead_words_state SET indexed_to = $1").bind(to).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n as usize)
+    }
+
     /// How many leads' search text holds `phrase` (a trigram query), counted up to `cap`.
     async fn word_matches(&self, phrase: &str, cap: i64) -> Result<i64, StoreError> {
         Ok(with_read!(&self.db, p => {
@@ -627,7 +651,9 @@ impl Store {
                 && matches!(plan, Plan::FilterFirst)
                 && let Some(phrase) = like.and(f.q.as_deref()).and_then(trigram_phrase)
             {
-                qb.push(" AND l.rowid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ").push_bind(phrase).push(")");
+                qb.push(" AND l.rowid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ")
+                    .push_bind(phrase)
+                    .push(" UNION ALL SELECT rowid FROM leads WHERE rowid > (SELECT indexed_to FROM lead_words_state))");
             }
             if let Plan::Walk { key, .. } = &plan {
                 push_walk_key!(qb, *key);
