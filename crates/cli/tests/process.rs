@@ -229,3 +229,41 @@ async fn two_servers_never_assign_one_lead_twice() {
     }
     assert_eq!(per_owner.len(), 3, "{per_owner:?}");
 }
+
+/// The server adds new leads to the search index by itself (SQLite; PostgreSQL's index is
+/// kept by the database), and a lead is found by its words before and after.
+#[tokio::test]
+async fn the_server_indexes_new_leads_for_search() {
+    let db = TestDb::new().await;
+    let token = admin_token(&db.url).await;
+    let srv = ServerProcess::start(BIN, &db.url, &[]).await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let body = json!({"phone": format!("+7903{:07}", i), "name": format!("Индекс Клиент{i:02}")});
+        let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", Some(&token), Some(&body))).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let search = |q: String| {
+        let token = token.clone();
+        let addr = srv.addr;
+        async move {
+            let r = send(addr, json_request(addr, "GET", &format!("/api/v1/leads?q={q}"), Some(&token), None)).await;
+            r.json()["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(search("%D0%BA%D0%BB%D0%B8%D0%B5%D0%BD%D1%8217".into()).await, vec![ids[17].clone()]);
+    // Within a few seconds the server has indexed them all (nobody else indexes here).
+    let store = voronka_store::Store::open(&voronka_store::StoreConfig::new(&db.url), Arc::new(voronka_domain::SystemClock)).await.unwrap();
+    let mut left = i64::MAX;
+    for _ in 0..50 {
+        left = store.unindexed_leads().await.unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(left, 0, "the server indexes new leads");
+    assert_eq!(search("%D0%BA%D0%BB%D0%B8%D0%B5%D0%BD%D1%8217".into()).await, vec![ids[17].clone()]);
+    store.close().await;
+}

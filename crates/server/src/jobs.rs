@@ -32,14 +32,17 @@ pub async fn run_upkeep_once(state: &AppState) {
     }
 }
 
-/// Adds new leads to the search index (SQLite), a few thousand at a time, until the process
-/// stops; a lead not yet indexed is found all the same, by a direct look.
+/// Adds new leads to the search index (SQLite), thousands at a time, until the process
+/// stops; a lead not yet indexed is found all the same, by a direct look. While submissions
+/// wait for the writer it takes small batches and long pauses, so that its transactions do
+/// not hold intake up.
 pub fn spawn_search_index(state: AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let pause = match state.store.index_words(5_000).await {
+            let busy = state.store.intake().busy();
+            let pause = match state.store.index_words(if busy { 500 } else { 5_000 }).await {
                 Ok(0) => Duration::from_millis(500),
-                // More waiting: go on soon, leaving the writer to intake in between.
+                Ok(_) if busy => Duration::from_millis(200),
                 Ok(_) => Duration::from_millis(20),
                 Err(e) => {
                     tracing::warn!(error = %e, "search indexing failed; will retry");

@@ -600,6 +600,12 @@ impl Store {
         Ok(n as usize)
     }
 
+    /// How many leads are not in the search index yet (SQLite; 0 on PostgreSQL).
+    pub async fn unindexed_leads(&self) -> Result<i64, StoreError> {
+        let crate::db::Db::Sqlite { read, .. } = &self.db else { return Ok(0) };
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM leads WHERE rowid > (SELECT indexed_to FROM lead_words_state)").fetch_one(read).await?)
+    }
+
     /// How many leads' search text holds `phrase` (a trigram query), counted up to `cap`.
     async fn word_matches(&self, phrase: &str, cap: i64) -> Result<i64, StoreError> {
         Ok(with_read!(&self.db, p => {

@@ -213,6 +213,11 @@ impl IntakeHandle {
         self.in_order
     }
 
+    /// Whether submissions are waiting for the writer now (background work yields to them).
+    pub fn busy(&self) -> bool {
+        self.tx.capacity() < self.tx.max_capacity()
+    }
+
     async fn run(&self, meta: Meta) -> Result<Done, IntakeError> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { meta, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
