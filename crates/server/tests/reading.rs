@@ -53,6 +53,12 @@ async fn search_finds_a_phone_typed_in_any_format() {
             assert_eq!(find(q).await, vec![want.to_string()], "q={q}, indexed: {indexed}");
         }
         assert!(find("нет такого").await.is_empty());
+        // A NUL in a search or a filter is refused, naming the parameter, on both databases.
+        for q in ["q=abc%00", "campaign=x%00y"] {
+            let r = app.get(&format!("/api/v1/leads?{q}"), Some(&app.token)).await;
+            assert_eq!(r.status, 422, "{q}: {}", r.text());
+            assert!(r.json()["error"]["fields"].get(q.split('=').next().unwrap()).is_some(), "{}", r.text());
+        }
         let n = app.store.index_words(1).await.unwrap();
         if !indexed && backend() == "sqlite" {
             assert_eq!(n, 1, "one lead a batch");

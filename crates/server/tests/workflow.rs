@@ -310,6 +310,21 @@ async fn a_manager_never_sees_another_managers_lead() {
     assert_eq!((answer["repeat"].as_bool(), answer["visible"].as_bool()), (Some(true), Some(false)), "{answer}");
     assert!(!r.text().contains(&theirs) && !r.text().contains("Клиент") && answer.get("id").is_none(), "{answer}");
     assert_eq!(app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json()["repeat_count"], repeats + 1);
+    // Sent with an Idempotency-Key, and again: the replayed answer does not show it either.
+    for _ in 0..2 {
+        let req = app
+            .req("POST", "/api/v1/leads")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {tok}"))
+            .header("idempotency-key", "a-retry")
+            .body(http_body_util::Full::new(axum::body::Bytes::from(json!({"phone": "+79005550501"}).to_string())))
+            .unwrap();
+        let r = send(app.addr, req).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["visible"], false, "{}", r.text());
+        assert!(!r.text().contains(&theirs) && !r.text().contains("Клиент"), "{}", r.text());
+    }
+    assert_eq!(app.get(&format!("/api/v1/leads/{theirs}"), Some(&admin_tok)).await.json()["repeat_count"], repeats + 2);
     // Nor in lists or searches.
     for q in ["", "q=79005550501", "q=8%20900%20555%2005%2001", "status=assigned", "sort=priority", "owner=none"] {
         let page = app.call("GET", &format!("/api/v1/leads?{q}"), tok, None).await.json();
@@ -1275,4 +1290,38 @@ async fn the_first_touch_is_kept_and_notes_do_not_count() {
     // Touched in time: never escalated.
     clock.advance(Duration::hours(3));
     assert!(app.store.escalate_due().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_reminder_without_an_assignee_goes_to_the_leads_owner() {
+    let (app, clock) = app_at(MONDAY_10_MSK).await;
+    let north = app.store.create_team("Север").await.unwrap();
+    let south = app.store.create_team("Юг").await.unwrap();
+    let head_n = person(&app, "hn@firm.ru", "head_of_sales", "senior", Some(north.id), None).await;
+    let head_s = person(&app, "hs@firm.ru", "head_of_sales", "senior", Some(south.id), None).await;
+    let m = person(&app, "m@firm.ru", "manager", "senior", Some(north.id), None).await;
+    // Postponed while nobody owned it: the reminder task has no assignee; then North takes it.
+    let id = lead(&app, "+79005552500").await;
+    let r = app
+        .call(
+            "POST",
+            &format!("/api/v1/leads/{id}/status"),
+            &app.token,
+            Some(&json!({"status": "postponed", "until": "2027-03-02T07:00:00Z"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.call("POST", &format!("/api/v1/leads/{id}/assign"), &app.token, Some(&json!({"user_id": m.id}))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    clock.set(at("2027-03-02T07:00:00Z"));
+    assert_eq!(app.store.remind_due_tasks().await.unwrap(), 1);
+    let due = |tok: String| {
+        let app = &app;
+        async move {
+            let n = app.call("GET", "/api/v1/notifications", &tok, None).await.json();
+            n.as_array().unwrap().iter().filter(|x| x["kind"] == "task_due").count()
+        }
+    };
+    assert_eq!(due(m.token.clone()).await, 1, "the manager who now owns the lead");
+    assert_eq!(due(head_n.token.clone()).await + due(head_s.token.clone()).await, 0, "no head");
 }

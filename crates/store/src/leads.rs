@@ -390,7 +390,8 @@ struct EventRow {
 /// The FTS5 query finding `needle` as a substring through the trigram index: a quoted
 /// phrase; none under 3 characters, which the index cannot narrow.
 fn trigram_phrase(needle: &str) -> Option<String> {
-    (needle.chars().count() >= 3).then(|| format!("\"{}\"", needle.replace('"', "\"\"")))
+    // FTS5 reads its query up to a NUL: such a needle is left to the direct look.
+    (needle.chars().count() >= 3 && !needle.contains('\0')).then(|| format!("\"{}\"", needle.replace('"', "\"\"")))
 }
 
 fn escape_like(s: &str) -> String {

@@ -590,7 +590,8 @@ impl Store {
     }
 
     /// Reminds the assignee of each open task whose due time has come (within the last day:
-    /// older ones are just overdue) — or, for a task without one, the heads of sales — once:
+    /// older ones are just overdue) — for a task without one, the lead's owner, and for an
+    /// unowned lead the heads of sales — once:
     /// the mark and the notification are one transaction, and only one process makes it.
     pub async fn remind_due_tasks(&self) -> Result<usize, StoreError> {
         let now = self.now();
@@ -598,7 +599,8 @@ impl Store {
         type Due = (Uuid, Uuid, Option<Uuid>, String, String, Ts, Option<Uuid>);
         let due: Vec<Due> = with_read!(&self.db, p => {
             sqlx::query_as(
-                "SELECT t.id, t.lead_id, t.assignee_id, t.kind, t.title, t.due_at, u.team_id FROM tasks t LEFT JOIN users u ON u.id = t.assignee_id \
+                "SELECT t.id, t.lead_id, COALESCE(t.assignee_id, l.owner_id), t.kind, t.title, t.due_at, u.team_id FROM tasks t \
+                 JOIN leads l ON l.id = t.lead_id LEFT JOIN users u ON u.id = COALESCE(t.assignee_id, l.owner_id) \
                  WHERE t.status = 'open' AND t.reminded_at IS NULL AND t.due_at <= $1 AND t.due_at > $2 ORDER BY t.due_at LIMIT 500",
             )
             .bind(now).bind(since).fetch_all(p).await?

@@ -121,9 +121,13 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
     // A request of a person who is another manager's lead is added to that lead (nothing is
     // lost, no duplicate is made), but the caller sees only that, not the lead.
     let access = token.access();
+    let body = reply.body();
+    // A replayed answer names its lead only in the stored body.
+    let lead_id =
+        reply.lead_id.or_else(|| serde_json::from_slice::<serde_json::Value>(&body).ok()?.get("id")?.as_str()?.parse::<uuid::Uuid>().ok());
     let hidden = reply.status == 200
         && access != voronka_store::users::Access::All
-        && match reply.lead_id {
+        && match lead_id {
             Some(id) => !st.store.can_see(id, &access).await?,
             None => false,
         };
@@ -137,7 +141,7 @@ pub async fn create(State(st): State<AppState>, headers: HeaderMap, body: Result
         }))
         .unwrap_or_default()
     } else {
-        reply.body()
+        body
     };
     let mut resp = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK),
@@ -173,6 +177,7 @@ const BAD_DATE: Text = Text::new("must be a date (2027-03-01) or RFC 3339 time",
 const BAD_SORT: Text = Text::new("use created, created_asc, score or priority", "допустимо created, created_asc, score или priority");
 const BAD_TEMPERATURE: Text = Text::new("use hot, warm or cold", "допустимо hot, warm или cold");
 const BAD_LIMIT: Text = Text::new("must be a whole number from 1 to 500", "нужно целое число от 1 до 500");
+const BAD_NUL: Text = Text::new("must not contain a NUL character", "не может содержать символ NUL");
 const BAD_CURSOR: Text = Text::new("not a cursor from this list", "курсор не от этого списка");
 const UNKNOWN_PARAM: Text = Text::new("unknown parameter", "неизвестный параметр");
 
@@ -190,6 +195,10 @@ pub fn parse_list_query(raw: Option<&str>, region: voronka_domain::PhoneRegion) 
     for (k, v) in pairs {
         let v = v.trim();
         if v.is_empty() {
+            continue;
+        }
+        if v.contains('\0') {
+            errors.add(&k, BAD_NUL);
             continue;
         }
         match k.as_str() {
