@@ -267,3 +267,34 @@ async fn the_server_indexes_new_leads_for_search() {
     assert_eq!(search("%D0%BA%D0%BB%D0%B8%D0%B5%D0%BD%D1%8217".into()).await, vec![ids[17].clone()]);
     store.close().await;
 }
+
+/// `voronka user create --password-stdin`: the password is read from standard input (never
+/// from the command line), stored as an argon2id hash, and the user can log in with it; a
+/// bad role is one line on stderr and a failing exit.
+#[tokio::test]
+async fn a_user_created_from_the_command_line_logs_in_with_the_password_from_stdin() {
+    use std::io::Write;
+    let db = TestDb::new().await;
+    let mut child = std::process::Command::new(BIN)
+        .args(["user", "create", "--email", "head@firm.ru", "--role", "head_of_sales", "--name", "Нина", "--password-stdin"])
+        .env("VORONKA_DATABASE_URL", &db.url)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run voronka");
+    child.stdin.take().unwrap().write_all(b"long enough secret phrase\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "prints the new user's id: {id:?}");
+    let store = voronka_store::Store::open(&voronka_store::StoreConfig::new(&db.url), Arc::new(voronka_domain::SystemClock)).await.unwrap();
+    let u = store.check_password("head@firm.ru", "long enough secret phrase").await.unwrap().expect("the password from stdin works");
+    assert_eq!((u.id.to_string(), u.role.as_str()), (id, "head_of_sales"));
+    assert!(store.check_password("head@firm.ru", "long enough secret phrase\n").await.unwrap().is_none(), "the newline is not part of it");
+    store.close().await;
+    let out = voronka(&["user", "create", "--email", "x@firm.ru", "--role", "wizard"], &db.url);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("role") && err.trim().lines().count() == 1, "{err}");
+}
