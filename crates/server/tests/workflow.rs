@@ -910,6 +910,13 @@ async fn completeness_per_manager_counts_open_cards_by_the_configured_fields() {
     assert_eq!(r.status, 200, "{}", r.text());
     let own = app.call("GET", "/api/v1/analytics/completeness", &boris.token, None).await.json();
     assert_eq!(line(&own, boris.id).unwrap()["average_percent"], 40.0);
+    // A list saved before lists were checked, naming a column that is not a lead field:
+    // never filled, on the card and in the average alike.
+    app.store.put_setting("completeness", &json!({"lead": ["name", "phone", "channel", "status"], "client": []})).await.unwrap();
+    let card = app.call("GET", &format!("/api/v1/leads/{a1}/card"), &app.token, None).await.json();
+    assert_eq!((card["completeness"]["filled"].as_u64(), card["completeness"]["of"].as_u64()), (Some(2), Some(4)), "{card}");
+    let all = app.get("/api/v1/analytics/completeness", Some(&app.token)).await.json();
+    assert_eq!(line(&all, anna.id).unwrap()["average_percent"], 50.0, "{all}");
 }
 
 /// Rules and deadlines saved over the API drive routing: a thousand leads in turn give every

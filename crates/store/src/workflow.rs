@@ -208,6 +208,10 @@ pub struct Completeness {
 pub fn completeness(lead: &Lead, fields: &[String], normal_at: usize) -> Completeness {
     let v = serde_json::to_value(lead).unwrap_or(Value::Null);
     let filled_of = |f: &str| -> bool {
+        // Only lead fields count (a list saved before lists were checked may name others).
+        if !fillable(f) {
+            return false;
+        }
         let x = match f.strip_prefix("fields.") {
             Some(k) => v.get("fields").and_then(|o| o.get(k)),
             None => v.get(f),
@@ -662,7 +666,7 @@ impl Store {
     pub async fn completeness_by_manager(&self, access: &Access) -> Result<Vec<ManagerCompleteness>, StoreError> {
         let fields = self.completeness_fields().await?;
         let sqlite = matches!(self.db, crate::db::Db::Sqlite { .. });
-        let filled: Vec<String> = fields.lead.iter().filter_map(|f| filled_sql(f, sqlite)).collect();
+        let filled: Vec<String> = fields.lead.iter().map(|f| filled_sql(f, sqlite)).collect();
         let of = filled.len();
         let sum = if filled.is_empty() { "0".to_string() } else { filled.join(" + ") };
         let normal_at = 3.min(of);
@@ -724,18 +728,19 @@ fn fillable(f: &str) -> bool {
 
 /// SQL (on `leads l`) giving 1 when the field is filled, by the rule of [`completeness`]:
 /// present, not null, and for text not blank.
-fn filled_sql(f: &str, sqlite: bool) -> Option<String> {
+fn filled_sql(f: &str, sqlite: bool) -> String {
     if !fillable(f) {
-        return None;
+        // A name saved before lists were checked: never filled, as on the card.
+        return "0".to_string();
     }
     const BLANK: &str = "' \t\r\n'";
     let text = |x: String| format!("(CASE WHEN TRIM(COALESCE({x}, ''), {BLANK}) <> '' THEN 1 ELSE 0 END)");
-    Some(match f.strip_prefix("fields.") {
+    match f.strip_prefix("fields.") {
         Some(k) if sqlite => text(format!("CAST(json_extract(l.fields, '$.\"{k}\"') AS TEXT)")),
         Some(k) => text(format!("(l.fields ->> '{k}')")),
         None if f == "budget" => "(CASE WHEN l.budget IS NOT NULL THEN 1 ELSE 0 END)".to_string(),
         None => text(format!("l.{f}")),
-    })
+    }
 }
 
 /// One manager's open cards: how many, their average completeness, and how many are filled
