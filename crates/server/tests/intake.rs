@@ -414,3 +414,57 @@ async fn idempotency_keys_are_forgotten_after_a_day() {
     voronka_server::jobs::run_upkeep_once(&state).await;
     assert_eq!(post("+79001110002").await.status, 201, "forgotten after 25 hours");
 }
+
+/// While another connection holds the database's write lock (SQLite) or a lock on the
+/// leads table (PostgreSQL), a submission waits and is committed once it is released:
+/// it is neither refused nor answered before its commit.
+#[tokio::test]
+async fn a_submission_waits_for_a_lock_held_elsewhere_and_commits_after_it() {
+    let app = spawn_app().await;
+    // Background work (the search indexer) yields to recent submissions; none yet.
+    let recently = std::time::Duration::from_secs(60);
+    assert!(!app.store.intake().active_within(recently));
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let holder = if backend() == "sqlite" {
+        let path = app.db.url.strip_prefix("sqlite://").expect("sqlite url").to_string();
+        std::thread::spawn(move || {
+            let mut c = rusqlite::Connection::open(&path).expect("open");
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).expect("lock");
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+            tx.commit().expect("release");
+        })
+    } else {
+        let url = app.db.url.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(async move {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+                let mut tx = c.begin().await.expect("begin");
+                sqlx::query("LOCK TABLE leads IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await.expect("lock");
+                let _ = held_tx.send(());
+                let _ = release_rx.recv();
+                tx.commit().await.expect("release");
+            })
+        })
+    };
+    held_rx.await.expect("the lock is held");
+    let a = app.addr;
+    let token = app.token.clone();
+    let submit = tokio::spawn(async move {
+        send(a, json_request(a, "POST", "/api/v1/leads", Some(&token), Some(&json!({"name": "Ждёт", "phone": "+79031112233"})))).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!submit.is_finished(), "answered while the lock was held elsewhere");
+    release_tx.send(()).expect("release");
+    let r = submit.await.expect("submit");
+    assert_eq!(r.status, 201, "{}", r.text());
+    holder.join().expect("holder");
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    let got = app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.json()["phone"], "+79031112233");
+    assert!(app.store.intake().active_within(recently));
+}

@@ -79,6 +79,8 @@ pub struct Store {
     pub(crate) sqlite_path: Option<std::path::PathBuf>,
     pub(crate) list_walk_rows: i64,
     pub(crate) rescore_bulk_rows: usize,
+    /// The search indexer's own SQLite connection (see `Store::index_words`).
+    pub(crate) index_conn: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Store {
@@ -98,6 +100,7 @@ impl Store {
             sqlite_path,
             list_walk_rows: cfg.list_walk_rows.max(1),
             rescore_bulk_rows: cfg.rescore_bulk_rows,
+            index_conn: Default::default(),
         };
         store.refresh_model().await?;
         store.seed_reasons().await?;
@@ -138,6 +141,9 @@ impl Store {
 
     /// Closes the pools; every acknowledged write is already committed.
     pub async fn close(&self) {
+        // The search indexer's connection closes with the pools (a batch in progress
+        // finishes first: it holds the lock).
+        self.index_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.db.close().await;
     }
 }

@@ -307,7 +307,7 @@ impl Store {
         Ok(out)
     }
 
-    fn sqlite_file(&self) -> Result<std::path::PathBuf, StoreError> {
+    pub(crate) fn sqlite_file(&self) -> Result<std::path::PathBuf, StoreError> {
         self.sqlite_path.clone().ok_or_else(|| StoreError::Other(anyhow::anyhow!("no SQLite file")))
     }
 }

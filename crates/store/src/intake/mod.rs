@@ -204,6 +204,10 @@ pub struct IntakeHandle {
     /// The writers' models: a submission's profile points are worked out before it is
     /// queued with the model the writers last used (and again in the writer if that changed).
     models: Arc<ModelCache>,
+    /// When the last job was queued, in milliseconds since `started` (wall time of this
+    /// process, not the store's clock, which tests may stop).
+    last_job: Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
 }
 
 impl IntakeHandle {
@@ -218,7 +222,23 @@ impl IntakeHandle {
         self.tx.capacity() < self.tx.max_capacity()
     }
 
+    /// Whether a submission or event batch was queued within `window`: under a steady load
+    /// the queue is empty between the writer's batches, so `busy` alone would let background
+    /// work take the write lock for long stretches in those gaps.
+    pub fn active_within(&self, window: std::time::Duration) -> bool {
+        let last = self.last_job.load(std::sync::atomic::Ordering::Relaxed);
+        last > 0 && self.started.elapsed().as_millis() as u64 <= last + window.as_millis() as u64
+    }
+
+    /// Notes that a job is being queued (see `active_within`).
+    fn note_job(&self) {
+        // 0 means "never": the first millisecond counts as 1.
+        let now = (self.started.elapsed().as_millis() as u64).max(1);
+        self.last_job.store(now, std::sync::atomic::Ordering::Relaxed);
+    }
+
     async fn run(&self, meta: Meta) -> Result<Done, IntakeError> {
+        self.note_job();
         let (reply, rx) = oneshot::channel();
         self.tx.send(Job { meta, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
         rx.await.map_err(|_| IntakeError::ShuttingDown)?
@@ -269,6 +289,7 @@ impl IntakeHandle {
     pub async fn queue(&self, s: Submission) -> Result<PendingReply, IntakeError> {
         let Submission { cmd, prep, at } = s;
         let (reply, rx) = oneshot::channel();
+        self.note_job();
         self.tx.send(Job { meta: Meta::Lead { cmd, prep, at }, reply }).await.map_err(|_| IntakeError::ShuttingDown)?;
         Ok(PendingReply(rx))
     }
@@ -358,7 +379,7 @@ pub(crate) async fn start(
             pg::start(pool, rx, writers.max(1), models)
         }
     }
-    Ok(IntakeHandle { tx, clock, in_order, models: handle_models })
+    Ok(IntakeHandle { tx, clock, in_order, models: handle_models, last_job: Default::default(), started: std::time::Instant::now() })
 }
 
 /// Takes what is queued, up to a batch: the first job waited, the rest arrived while the
