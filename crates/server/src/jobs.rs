@@ -122,10 +122,12 @@ pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usi
         return Ok(0);
     }
     let subs = state.store.active_subscriptions().await?;
+    let created: Vec<uuid::Uuid> = items.iter().filter(|i| i.topic == "lead.created").filter_map(|i| i.aggregate_id).collect();
+    let temperatures = state.store.stored_temperatures(&created).await?;
     let mut done = Vec::with_capacity(items.len());
     for item in &items {
         // One message failing is retried later on its own; the others go on.
-        match handle_message(state, item, &subs).await {
+        match handle_message(state, item, &subs, &temperatures).await {
             Ok(()) => done.push(item.id),
             Err(e) => {
                 tracing::warn!(message = item.id, topic = %item.topic, error = format!("{e:#}"), "outbox message failed; will retry");
@@ -143,6 +145,7 @@ async fn handle_message(
     state: &AppState,
     item: &voronka_store::outbox::OutboxItem,
     subs: &[voronka_store::hooks::Subscription],
+    temperatures: &std::collections::HashMap<uuid::Uuid, String>,
 ) -> anyhow::Result<()> {
     // Outbound webhooks: one delivery per subscriber, written before the message is done.
     if subs.iter().any(|s| s.wants(&item.topic)) {
@@ -155,10 +158,8 @@ async fn handle_message(
     }
     let route = match item.topic.as_str() {
         "lead.sales_ready" => true,
-        "lead.created" => match item.aggregate_id {
-            Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
-            None => false,
-        },
+        // Hot on arrival: the temperature stored when the lead was scored in its commit.
+        "lead.created" => item.aggregate_id.and_then(|id| temperatures.get(&id)).is_some_and(|t| t == "hot"),
         // Taken from the unsorted inbox: routed as a new lead would have been.
         "lead.accepted" => match item.aggregate_id {
             Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot" || l.status == "sales_ready"),

@@ -581,12 +581,11 @@ impl Store {
     /// kept by the database itself) to it, in one transaction; the number added, 0 when it
     /// is up to date.
     ///
-    /// The batch is written through a connection of its own whose commits do not fsync
-    /// (`synchronous=NORMAL`): the index is derived data, and its batch and the mark saying
-    /// how far it got are one transaction, so a crash that loses the last batch only means
-    /// those leads are indexed again. The next durable commit (the intake's fsync of the
-    /// WAL) puts it on disk. With an fsync of its own the batch held the write lock 3–37 ms
-    /// under load for 1 ms of work, and the intake waited that long.
+    /// Written through the bookkeeping connection (see `Store::bookkeeping`): the index is
+    /// derived data, and its batch and the mark saying how far it got are one transaction,
+    /// so a crash that loses the last batch only means those leads are indexed again. With
+    /// an fsync of its own the batch held the write lock 3–37 ms under load for 1 ms of
+    /// work, and the intake waited that long.
     pub async fn index_words(&self, batch: i64) -> Result<usize, StoreError> {
         Ok(self.index_words_timed(batch).await?.0)
     }
@@ -594,24 +593,8 @@ impl Store {
     /// `index_words`, also saying how long the batch held the write lock.
     pub async fn index_words_timed(&self, batch: i64) -> Result<(usize, std::time::Duration), StoreError> {
         let crate::db::Db::Sqlite { .. } = &self.db else { return Ok((0, std::time::Duration::ZERO)) };
-        let path = self.sqlite_file()?;
-        let conn = self.index_conn.clone();
         let batch = batch.max(1);
-        let r = tokio::task::spawn_blocking(move || -> rusqlite::Result<(usize, std::time::Duration)> {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let c = match guard.as_mut() {
-                Some(c) => c,
-                None => {
-                    let c = rusqlite::Connection::open_with_flags(
-                        &path,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )?;
-                    c.busy_timeout(std::time::Duration::from_secs(30))?;
-                    c.pragma_update(None, "synchronous", "NORMAL")?;
-                    c.pragma_update(None, "wal_autocheckpoint", 0)?;
-                    guard.insert(c)
-                }
-            };
+        self.bookkeeping(move |c| {
             let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let held = std::time::Instant::now();
             let from: i64 = tx.query_row("SELECT indexed_to FROM lead_words_state", [], |r| r.get(0))?;
@@ -632,8 +615,6 @@ impl Store {
             Ok((n as usize, held))
         })
         .await
-        .map_err(|e| StoreError::Other(anyhow::anyhow!("search indexing stopped: {e}")))?;
-        r.map_err(|e| StoreError::Other(anyhow::anyhow!("search indexing failed: {e}")))
     }
 
     /// How many leads are not in the search index yet (SQLite; 0 on PostgreSQL).

@@ -79,8 +79,8 @@ pub struct Store {
     pub(crate) sqlite_path: Option<std::path::PathBuf>,
     pub(crate) list_walk_rows: i64,
     pub(crate) rescore_bulk_rows: usize,
-    /// The search indexer's own SQLite connection (see `Store::index_words`).
-    pub(crate) index_conn: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+    /// The SQLite connection for bookkeeping writes (see `Store::bookkeeping`).
+    pub(crate) bookkeeping_conn: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
 }
 
 impl Store {
@@ -100,7 +100,7 @@ impl Store {
             sqlite_path,
             list_walk_rows: cfg.list_walk_rows.max(1),
             rescore_bulk_rows: cfg.rescore_bulk_rows,
-            index_conn: Default::default(),
+            bookkeeping_conn: Default::default(),
         };
         store.refresh_model().await?;
         store.seed_reasons().await?;
@@ -140,10 +140,46 @@ impl Store {
     }
 
     /// Closes the pools; every acknowledged write is already committed.
+    /// Runs `f` on the SQLite connection kept for bookkeeping writes: the search index's
+    /// batches and the outbox's claims and done marks. Its commits do not fsync
+    /// (`synchronous=NORMAL`), so they hold the database's write lock, which the intake
+    /// waits for, only for their own work; the next durable commit (the intake's fsync of
+    /// the WAL, which holds the frames in commit order) puts them on disk. Only writes
+    /// whose loss in a crash is harmless go here: an index batch lost is made again, a
+    /// claim lost lapses, a done mark lost means the message is handled again, which its
+    /// handlers allow (delivery is at least once). SQLite only.
+    pub(crate) async fn bookkeeping<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let path = self.sqlite_file()?;
+        let conn = self.bookkeeping_conn.clone();
+        let r = tokio::task::spawn_blocking(move || -> rusqlite::Result<T> {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let c = match guard.as_mut() {
+                Some(c) => c,
+                None => {
+                    let c = rusqlite::Connection::open_with_flags(
+                        &path,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.busy_timeout(std::time::Duration::from_secs(30))?;
+                    c.pragma_update(None, "synchronous", "NORMAL")?;
+                    c.pragma_update(None, "wal_autocheckpoint", 0)?;
+                    guard.insert(c)
+                }
+            };
+            f(c)
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("a bookkeeping write stopped: {e}")))?;
+        r.map_err(|e| StoreError::Other(anyhow::anyhow!("a bookkeeping write failed: {e}")))
+    }
+
     pub async fn close(&self) {
-        // The search indexer's connection closes with the pools (a batch in progress
-        // finishes first: it holds the lock).
-        self.index_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The bookkeeping connection closes with the pools (a write in progress finishes
+        // first: it holds the lock).
+        self.bookkeeping_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
         self.db.close().await;
     }
 }

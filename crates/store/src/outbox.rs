@@ -23,14 +23,24 @@ impl Store {
         let now = self.now();
         let until = Ts::from(now.0 + lease);
         let rows: Vec<(i64, String, Option<Uuid>, Value, i32)> = match &self.db {
-            Db::Sqlite { write, .. } => {
-                sqlx::query_as(
-                    "UPDATE outbox SET locked_by = $1, locked_until = $2, attempts = attempts + 1 WHERE id IN \
-                     (SELECT id FROM outbox WHERE done_at IS NULL AND available_at <= $3 AND (locked_until IS NULL OR locked_until < $3) ORDER BY id LIMIT $4) \
-                     RETURNING id, topic, aggregate_id, payload, attempts",
-                )
-                .bind(worker).bind(until).bind(now).bind(limit)
-                .fetch_all(write).await?
+            // A claim is bookkeeping: lost in a crash, it only lapses.
+            Db::Sqlite { .. } => {
+                let worker = worker.to_string();
+                self.bookkeeping(move |c| {
+                    let mut stmt = c.prepare_cached(
+                        "UPDATE outbox SET locked_by = ?1, locked_until = ?2, attempts = attempts + 1 WHERE id IN \
+                         (SELECT id FROM outbox WHERE done_at IS NULL AND available_at <= ?3 AND (locked_until IS NULL OR locked_until < ?3) ORDER BY id LIMIT ?4) \
+                         RETURNING id, topic, aggregate_id, payload, attempts",
+                    )?;
+                    let rows = stmt.query_map(rusqlite::params![worker, until, now, limit], |r| {
+                        let payload: String = r.get(3)?;
+                        let payload = serde_json::from_str(&payload)
+                            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?;
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, payload, r.get(4)?))
+                    })?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .await?
             }
             Db::Pg(pool) => {
                 sqlx::query_as(
@@ -54,12 +64,56 @@ impl Store {
     /// Marks handled messages done.
     pub async fn finish_outbox(&self, ids: &[i64]) -> Result<(), StoreError> {
         let now = self.now();
+        if self.db.is_sqlite() {
+            // Bookkeeping: a done mark lost in a crash means the message is handled again.
+            let ids = ids.to_vec();
+            return self
+                .bookkeeping(move |c| {
+                    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    {
+                        let mut stmt = tx.prepare_cached("UPDATE outbox SET done_at = ?1, locked_until = NULL WHERE id = ?2")?;
+                        for id in ids {
+                            stmt.execute(rusqlite::params![now, id])?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await;
+        }
         for chunk in ids.chunks(500) {
             let list = chunk.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
             let sql = format!("UPDATE outbox SET done_at = $1, locked_until = NULL WHERE id IN ({list})");
             crate::db::with_write!(&self.db, p => { sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(p).await?; });
         }
         Ok(())
+    }
+
+    /// The temperature stored with each of `ids` that has a score row (as of its last
+    /// scoring: for a lead just created, its temperature now). One query for a whole claim
+    /// of messages, where reading each lead whole cost the dispatcher about 0.1 ms a lead.
+    pub async fn stored_temperatures(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>, StoreError> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let rows: Vec<(Uuid, String)> = match &self.db {
+                Db::Sqlite { read, .. } => {
+                    let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                    let sql = format!("SELECT lead_id, temperature FROM lead_scores WHERE lead_id IN ({list})");
+                    let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                    for id in chunk {
+                        q = q.bind(*id);
+                    }
+                    q.fetch_all(read).await?
+                }
+                Db::Pg(pool) => {
+                    sqlx::query_as("SELECT lead_id, temperature FROM lead_scores WHERE lead_id = ANY($1)")
+                        .bind(chunk)
+                        .fetch_all(pool)
+                        .await?
+                }
+            };
+            out.extend(rows);
+        }
+        Ok(out)
     }
 
     /// Puts a message back for a later try.
