@@ -261,7 +261,81 @@ async fn rescore_one(a: &RescoreArgs, name: &str, url: &str, generate: bool) -> 
     );
     println!("[{name}] peak RSS of this process {}", self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into()));
     store.close().await;
+    if name == "sqlite" {
+        let leads = r.rescored;
+        let floor = tokio::task::spawn_blocking(move || sqlite_floor(leads)).await??;
+        println!(
+            "[{name}] the floor: SQLite alone, in one transaction, updating the sorted columns of {leads} narrow score rows \
+             (id, score, priority, state, owner) and building the lists' four indexes again: {:.2} s \
+             (update {:.2}, indexes {:.2}, commit {:.2})",
+            floor.total, floor.update, floor.indexes, floor.commit
+        );
+    }
     Ok(())
+}
+
+struct Floor {
+    total: f64,
+    update: f64,
+    indexes: f64,
+    commit: f64,
+}
+
+/// What the full re-score's write costs at the least on this machine: a table holding only
+/// what the lists sort and filter by, in a scratch SQLite file beside the system's temporary
+/// files, every row's score and priority changed and the four list indexes built again in one
+/// durable transaction — the re-score's write with nothing of Voronka's in it (no ledger, no
+/// scoring, no reading of events).
+fn sqlite_floor(rows: u64) -> Result<Floor> {
+    let dir = std::env::temp_dir().join(format!("voronka-floor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let r = (|| -> Result<Floor> {
+        let mut c = rusqlite::Connection::open(dir.join("floor.db"))?;
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        c.pragma_update(None, "synchronous", "FULL")?;
+        c.pragma_update(None, "cache_size", -262_144)?;
+        c.pragma_update(None, "temp_store", "FILE")?;
+        c.pragma_update(None, "threads", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as i64)?;
+        c.execute_batch(
+            "CREATE TABLE s (lead_id BLOB PRIMARY KEY, score REAL NOT NULL, priority REAL NOT NULL, status TEXT, owner_id BLOB) WITHOUT ROWID",
+        )?;
+        const INDEXES: &str = "CREATE INDEX s_priority ON s (priority); CREATE INDEX s_score ON s (score); \
+             CREATE INDEX s_status ON s (status, priority); CREATE INDEX s_owner ON s (owner_id, priority);";
+        {
+            let tx = c.transaction()?;
+            {
+                let mut ins = tx.prepare("INSERT INTO s VALUES (?1, ?2, ?3, ?4, ?5)")?;
+                let owners: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::now_v7()).collect();
+                const STATES: [&str; 5] = ["new", "in_work", "nurturing", "refused", "qualified"];
+                for i in 0..rows {
+                    let score = rand::random_range(0.0..100.0f64);
+                    let owner = (i % 3 != 0).then(|| owners[(i % 20) as usize]);
+                    ins.execute(rusqlite::params![
+                        uuid::Uuid::now_v7(),
+                        score,
+                        score + rand::random_range(0.0..20.0f64),
+                        STATES[(i % 5) as usize],
+                        owner
+                    ])?;
+                }
+            }
+            tx.execute_batch(INDEXES)?;
+            tx.commit()?;
+        }
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")?;
+        let t = Instant::now();
+        let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch("DROP INDEX s_priority; DROP INDEX s_score; DROP INDEX s_status; DROP INDEX s_owner;")?;
+        tx.execute("UPDATE s SET score = score + 1, priority = priority + 1", [])?;
+        let update = t.elapsed().as_secs_f64();
+        tx.execute_batch(INDEXES)?;
+        let indexes = t.elapsed().as_secs_f64() - update;
+        tx.commit()?;
+        let total = t.elapsed().as_secs_f64();
+        Ok(Floor { total, update, indexes, commit: total - update - indexes })
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 /// Sends `requests` GETs one after another (after a short warm-up) and returns their latencies.

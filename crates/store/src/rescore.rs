@@ -395,8 +395,11 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) ->
     writer.pragma_update(None, "cache_size", -262_144)?;
     // The checkpoint thread copies the WAL back; this pass never waits for it.
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // Index builds sort in memory, on every core.
-    writer.pragma_update(None, "temp_store", "MEMORY")?;
+    // Index builds sort in temporary files (in the page cache, deleted when closed), on
+    // every core: SQLite's sorter merges file-backed runs on helper threads, and with its
+    // runs in memory (`temp_store=MEMORY`) building the two list indexes of 1 M score rows
+    // took 3.6 s against 2.3 s (measured with the sqlite3 shell on a copy of the table).
+    writer.pragma_update(None, "temp_store", "FILE")?;
     writer.pragma_update(None, "threads", threads as i64)?;
     let bulk = outputs.len() >= bulk_rows && outputs.len() as u64 * 10 >= report.rescored;
     for part in outputs.chunks(if bulk { outputs.len().max(1) } else { CHUNK }) {
