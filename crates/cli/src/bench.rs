@@ -118,7 +118,7 @@ pub struct SeedArgs {
     events_per_lead: u32,
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Give each lead a visitor id `v{n}`.
+    /// Give each lead a visitor id: `v` followed by the lead's number in the dataset.
     #[arg(long)]
     visitors: bool,
 }
