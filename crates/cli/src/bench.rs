@@ -263,7 +263,15 @@ async fn rescore_one(a: &RescoreArgs, name: &str, url: &str, generate: bool) -> 
     store.close().await;
     if name == "sqlite" {
         let leads = r.rescored;
-        let floor = tokio::task::spawn_blocking(move || sqlite_floor(leads)).await??;
+        // Beside the database under test: the same disk.
+        let dir = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(std::env::temp_dir);
+        let floor = tokio::task::spawn_blocking(move || sqlite_floor(leads, &dir)).await??;
         println!(
             "[{name}] the floor: SQLite alone, in one transaction, updating the sorted columns of {leads} narrow score rows \
              (id, score, priority, state, owner) and building the lists' four indexes again: {:.2} s \
@@ -282,12 +290,12 @@ struct Floor {
 }
 
 /// What the full re-score's write costs at the least on this machine: a table holding only
-/// what the lists sort and filter by, in a scratch SQLite file beside the system's temporary
-/// files, every row's score and priority changed and the four list indexes built again in one
+/// what the lists sort and filter by, in a scratch SQLite file beside the database under
+/// test, every row's score and priority changed and the four list indexes built again in one
 /// durable transaction — the re-score's write with nothing of Voronka's in it (no ledger, no
 /// scoring, no reading of events).
-fn sqlite_floor(rows: u64) -> Result<Floor> {
-    let dir = std::env::temp_dir().join(format!("voronka-floor-{}", std::process::id()));
+fn sqlite_floor(rows: u64, beside: &std::path::Path) -> Result<Floor> {
+    let dir = beside.join(format!("voronka-floor-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let r = (|| -> Result<Floor> {
         let mut c = rusqlite::Connection::open(dir.join("floor.db"))?;

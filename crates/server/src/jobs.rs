@@ -123,7 +123,11 @@ pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usi
     }
     let subs = state.store.active_subscriptions().await?;
     let created: Vec<uuid::Uuid> = items.iter().filter(|i| i.topic == "lead.created").filter_map(|i| i.aggregate_id).collect();
-    let temperatures = state.store.stored_temperatures(&created).await?;
+    // Without them (an error, a lead scored with another model) each lead is read whole.
+    let temperatures = state.store.stored_temperatures(&created).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading stored temperatures failed; reading the leads one by one");
+        Default::default()
+    });
     let mut done = Vec::with_capacity(items.len());
     for item in &items {
         // One message failing is retried later on its own; the others go on.
@@ -159,7 +163,13 @@ async fn handle_message(
     let route = match item.topic.as_str() {
         "lead.sales_ready" => true,
         // Hot on arrival: the temperature stored when the lead was scored in its commit.
-        "lead.created" => item.aggregate_id.and_then(|id| temperatures.get(&id)).is_some_and(|t| t == "hot"),
+        "lead.created" => match item.aggregate_id {
+            Some(id) => match temperatures.get(&id) {
+                Some(t) => t == "hot",
+                None => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot"),
+            },
+            None => false,
+        },
         // Taken from the unsorted inbox: routed as a new lead would have been.
         "lead.accepted" => match item.aggregate_id {
             Some(id) => state.store.lead(id).await?.is_some_and(|l| l.temperature == "hot" || l.status == "sales_ready"),

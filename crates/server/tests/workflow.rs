@@ -1332,3 +1332,20 @@ async fn a_reminder_without_an_assignee_goes_to_the_leads_owner() {
     assert_eq!(due(m.token.clone()).await, 1, "the manager who now owns the lead");
     assert_eq!(due(head_n.token.clone()).await + due(head_s.token.clone()).await, 0, "no head");
 }
+
+/// The dispatcher decides "hot on arrival" from the temperature stored in the new lead's
+/// score row, read for a whole claim at once: it is the temperature the API shows.
+#[tokio::test]
+async fn the_dispatcher_reads_new_leads_temperatures_from_their_score_rows() {
+    let app = spawn_app().await;
+    let cold = lead(&app, "+79005559001").await;
+    let warm = hot_lead(&app, "+79005559002").await;
+    let ids: Vec<uuid::Uuid> = [&cold, &warm].iter().map(|s| s.parse().expect("uuid")).collect();
+    let got = app.store.stored_temperatures(&ids).await.expect("temperatures");
+    assert_eq!(got.len(), 2, "{got:?}");
+    for (id, s) in ids.iter().zip([&cold, &warm]) {
+        let api = app.get(&format!("/api/v1/leads/{s}"), Some(&app.token)).await.json();
+        assert_eq!(got.get(id).map(String::as_str), api["temperature"].as_str(), "{s}");
+    }
+    assert_ne!(got[&ids[0]], got[&ids[1]], "the events warmed the second lead");
+}

@@ -81,6 +81,8 @@ pub struct Store {
     pub(crate) rescore_bulk_rows: usize,
     /// The SQLite connection for bookkeeping writes (see `Store::bookkeeping`).
     pub(crate) bookkeeping_conn: Arc<std::sync::Mutex<Option<rusqlite::Connection>>>,
+    /// Set by `close`: the bookkeeping connection is not opened again.
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -101,6 +103,7 @@ impl Store {
             list_walk_rows: cfg.list_walk_rows.max(1),
             rescore_bulk_rows: cfg.rescore_bulk_rows,
             bookkeeping_conn: Default::default(),
+            closed: Default::default(),
         };
         store.refresh_model().await?;
         store.seed_reasons().await?;
@@ -139,7 +142,6 @@ impl Store {
         Ok(())
     }
 
-    /// Closes the pools; every acknowledged write is already committed.
     /// Runs `f` on the SQLite connection kept for bookkeeping writes: the search index's
     /// batches and the outbox's claims and done marks. Its commits do not fsync
     /// (`synchronous=NORMAL`), so they hold the database's write lock, which the intake
@@ -153,6 +155,9 @@ impl Store {
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let path = self.sqlite_file()?;
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Other(anyhow::anyhow!("the store is closed")));
+        }
         let conn = self.bookkeeping_conn.clone();
         let r = tokio::task::spawn_blocking(move || -> rusqlite::Result<T> {
             let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -176,10 +181,13 @@ impl Store {
         r.map_err(|e| StoreError::Other(anyhow::anyhow!("a bookkeeping write failed: {e}")))
     }
 
+    /// Closes the pools; every acknowledged write is already committed.
     pub async fn close(&self) {
         // The bookkeeping connection closes with the pools (a write in progress finishes
-        // first: it holds the lock).
-        self.bookkeeping_conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // first: it holds the lock), and is not opened again.
+        self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
+        let conn = self.bookkeeping_conn.clone();
+        let _ = tokio::task::spawn_blocking(move || drop(conn.lock().unwrap_or_else(|p| p.into_inner()).take())).await;
         self.db.close().await;
     }
 }

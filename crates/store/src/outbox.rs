@@ -88,25 +88,30 @@ impl Store {
         Ok(())
     }
 
-    /// The temperature stored with each of `ids` that has a score row (as of its last
-    /// scoring: for a lead just created, its temperature now). One query for a whole claim
-    /// of messages, where reading each lead whole cost the dispatcher about 0.1 ms a lead.
+    /// The temperature stored with each of `ids` whose score row was made with the active
+    /// model (as of its last scoring: for a lead just created, its temperature now; decay
+    /// moves it over days, not within a dispatch). Leads scored with another model are left
+    /// out, for the caller to read whole. One query for a whole claim of messages, where
+    /// reading each lead whole cost the dispatcher about 0.1 ms a lead.
     pub async fn stored_temperatures(&self, ids: &[Uuid]) -> Result<std::collections::HashMap<Uuid, String>, StoreError> {
+        let (version, _) = self.models.active();
         let mut out = std::collections::HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let rows: Vec<(Uuid, String)> = match &self.db {
                 Db::Sqlite { read, .. } => {
                     let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-                    let sql = format!("SELECT lead_id, temperature FROM lead_scores WHERE lead_id IN ({list})");
+                    let n = chunk.len() + 1;
+                    let sql = format!("SELECT lead_id, temperature FROM lead_scores WHERE lead_id IN ({list}) AND model_version = ${n}");
                     let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql));
                     for id in chunk {
                         q = q.bind(*id);
                     }
-                    q.fetch_all(read).await?
+                    q.bind(version).fetch_all(read).await?
                 }
                 Db::Pg(pool) => {
-                    sqlx::query_as("SELECT lead_id, temperature FROM lead_scores WHERE lead_id = ANY($1)")
+                    sqlx::query_as("SELECT lead_id, temperature FROM lead_scores WHERE lead_id = ANY($1) AND model_version = $2")
                         .bind(chunk)
+                        .bind(version)
                         .fetch_all(pool)
                         .await?
                 }

@@ -10,7 +10,8 @@
 //! before it. An acknowledged lead is therefore exactly as durable as with
 //! `synchronous=FULL` (its WAL frames are on disk before the 2xx), but the writer no
 //! longer sits idle during each flush. A crash can lose only batches not yet answered.
-//! Other connections keep `synchronous=FULL`.
+//! The other connections keep `synchronous=FULL`, except the store's bookkeeping
+//! connection (`Store::bookkeeping`), whose writes are harmless to lose in a crash.
 
 use super::{
     Attempt, BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, ImportRowInsert, InputsRow, IntakeError, IntakeTx, Job,
@@ -53,8 +54,8 @@ pub(super) fn open(path: &Path) -> anyhow::Result<Connection> {
 }
 
 /// The intake writer's wait for the write lock while another connection (a background job,
-/// another process) holds it: polls every 100 µs for the first 0.2 s, then every
-/// millisecond, and gives up after about 10 s. SQLite's own busy handler sleeps 1, 2, 5, 10,
+/// another process) holds it: polls about every 100 µs for the first 2,000 tries (0.2–0.4 s
+/// with the kernel's timer slack), then every millisecond, and gives up after about 10 s. SQLite's own busy handler sleeps 1, 2, 5, 10,
 /// 15, 20, 25 … ms between tries, so a lock held for 3 ms cost a batch 8 ms and one held
 /// for 12 ms cost 18: the intake's p99 went to 60–80 ms with nothing slow in it.
 fn wait_for_lock(tries: i32) -> bool {
