@@ -67,6 +67,12 @@ pub struct UiArgs {
     /// Requests per page, one at a time (latency, not throughput).
     #[arg(long, default_value_t = 300)]
     requests: u64,
+    /// Measure on this existing database instead of a fresh generated one: one made by
+    /// `bench seed --managers N` (its managers own the leads past `new`); `--leads` must be
+    /// the number it was seeded with (the phones searched for are derived from it). The
+    /// database is kept, and `--backend` is ignored.
+    #[arg(long, value_name = "URL")]
+    existing_database: Option<String>,
 }
 
 #[derive(Args, Clone)]
@@ -121,6 +127,11 @@ pub struct SeedArgs {
     /// Give each lead a visitor id: `v` followed by the lead's number in the dataset.
     #[arg(long)]
     visitors: bool,
+    /// Create this many managers (`m0@bench.local`, `m1@bench.local`, …, and an admin,
+    /// `admin@bench.local`, all without a password) who own the leads past `new` and
+    /// `nurturing`, as `bench ui` needs.
+    #[arg(long, default_value_t = 0)]
+    managers: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -169,8 +180,14 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Import(a) => import_bench(a).await,
         BenchCommand::Seed(a) => {
             let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
-            let spec =
-                SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: a.visitors, ..Default::default() };
+            let owners = if a.managers > 0 { bench_users(&store, a.managers).await? } else { Vec::new() };
+            let spec = SeedSpec {
+                leads: a.leads,
+                events_per_lead: a.events_per_lead,
+                seed: a.seed,
+                visitors: a.visitors,
+                owners,
+            };
             let r = seed(&store, &spec).await?;
             store.close().await;
             println!("seeded {} leads and {} events in {:.1} s", r.leads, r.events, r.millis as f64 / 1000.0);
@@ -408,119 +425,144 @@ async fn ui(a: UiArgs) -> Result<()> {
         "voronka bench ui: {} leads (about {} events each), {} managers, {} sequential requests per page",
         a.leads, a.events_per_lead, a.managers, a.requests
     );
+    if let Some(url) = &a.existing_database {
+        println!("  on the existing database {}", voronka_store::redact(url));
+        let name = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+        return ui_one(&a, name, url, false).await;
+    }
     for which in backends(a.backend) {
-        let name = backend_name(which);
         let db = BenchDb::create(which, &a.pg_url).await?;
-        let r = async {
-            let (admin_cookie, manager_cookie, admin_token, manager_token) = {
-                let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await?;
-                let user = |email: String, role: &str| voronka_store::users::UserSpec {
-                    email: Some(email),
-                    name: Some("Bench".into()),
-                    role: Some(role.into()),
-                    ..Default::default()
-                };
-                let admin = store.create_user(&user("admin@bench.local".into(), "admin")).await?;
-                let mut owners = Vec::new();
-                for m in 0..a.managers.max(1) {
-                    owners.push(store.create_user(&user(format!("m{m}@bench.local"), "manager")).await?.id);
-                }
-                let spec =
-                    SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: 42, owners: owners.clone(), ..Default::default() };
-                let s = seed(&store, &spec).await?;
-                println!("[{name}] dataset: {} leads, {} events, written in {:.1} s", s.leads, s.events, s.millis as f64 / 1000.0);
-                let admin_cookie = format!("vk_session={}", store.create_session(admin.id).await?);
-                let manager_cookie = format!("vk_session={}", store.create_session(owners[0]).await?);
-                let (_, admin_token) = store.create_user_token(admin.id, "bench", &["leads:read".to_string()]).await?;
-                let (_, manager_token) = store.create_user_token(owners[0], "bench", &["leads:read".to_string()]).await?;
-                store.close().await;
-                (admin_cookie, manager_cookie, admin_token, manager_token)
-            };
-            let server = Server::start(&db.url, &[]).await?;
-            let waited = server.settle(Duration::from_secs(120)).await;
-            println!("[{name}] start-up work (the first score refresh) took {:.1} s", waited.as_secs_f64());
-            let addr = server.addr;
-            let host = addr.to_string();
-            // Leads to open: the first pages of several lists, so cards of every kind are measured.
-            let mut ids: Vec<String> = Vec::new();
-            for query in
-                ["sort=priority", "sort=created", "status=in_progress", "status=refused", "status=converted", "status=new&sort=score"]
-            {
-                ids.extend(lead_ids(addr, &admin_token, query).await?);
-            }
-            let mine = Arc::new(lead_ids(addr, &manager_token, "limit=100").await?);
-            if ids.is_empty() || mine.is_empty() {
-                bail!("the lead lists returned no leads");
-            }
-            let ids = Arc::new(ids);
-            // Phones of seeded leads, typed the way people type them: 8 (9XX) XXX-XX-XX.
-            let leads = a.leads.max(1);
-            let digits = move |n: u64| {
-                let i = n.wrapping_mul(2_654_435_761) % leads;
-                format!("9{:09}", (i.wrapping_mul(7_919).wrapping_add(42)) % 1_000_000_000)
-            };
-            let phone = move |n: u64| {
-                let d = digits(n);
-                format!("8+({})+{}-{}-{}", &d[0..3], &d[3..6], &d[6..8], &d[8..10])
-            };
-            type Path = Arc<dyn Fn(u64) -> String + Send + Sync>;
-            let cases: Vec<(&str, bool, Path)> = vec![
-                ("inbox, all, by priority", true, Arc::new(|_| "/inbox".to_string())),
-                ("inbox, filtered", true, Arc::new(|_| "/inbox?status=in_progress&channel=web_form&temperature=warm".to_string())),
-                ("inbox, unsorted", true, Arc::new(|_| "/inbox?tab=unsorted".to_string())),
-                ("inbox, search by phone", true, Arc::new(move |n| format!("/inbox?q={}", phone(n)))),
-                ("inbox, search by name", true, Arc::new(|n| format!("/inbox?q={}", NAMES_TYPED[n as usize % NAMES_TYPED.len()]))),
-                // Words of one lead: the last 7 digits of a phone, the start of an e-mail.
-                ("inbox, search by digits", true, Arc::new(move |n| format!("/inbox?q={}", &digits(n)[3..]))),
-                ("inbox, search by e-mail", true, Arc::new(move |n| format!("/inbox?q=user{}%40", (n.wrapping_mul(40_503) + 17) % leads))),
-                ("inbox, new-leads poll", true, Arc::new(|_| "/inbox/rows".to_string())),
-                ("inbox, manager's own", false, Arc::new(|_| "/inbox?tab=mine".to_string())),
-                ("lead card", true, {
-                    let ids = ids.clone();
-                    Arc::new(move |n| format!("/leads/{}", ids[(n as usize * 7) % ids.len()]))
-                }),
-                ("lead card, manager's", false, Arc::new(move |n| format!("/leads/{}", mine[(n as usize * 7) % mine.len()]))),
-                ("kanban", true, Arc::new(|_| "/kanban".to_string())),
-                ("dashboard, quarter", true, Arc::new(|_| "/dashboard?days=90".to_string())),
-            ];
-            let mut worst = 0.0f64;
-            for (what, as_admin, path) in cases {
-                let cookie = if as_admin { admin_cookie.clone() } else { manager_cookie.clone() };
-                let h = host.clone();
-                let make: MakeReq = Arc::new(move |n| {
-                    Request::get(path(n))
-                        .header("host", h.as_str())
-                        .header("cookie", cookie.as_str())
-                        .body(Full::new(Bytes::new()))
-                        .expect("static request")
-                });
-                let requests = if what.starts_with("dashboard") || what == "kanban" { (a.requests / 5).max(20) } else { a.requests };
-                let stats = tokio::task::spawn_blocking(move || pages(addr, requests, make)).await??;
-                println!(
-                    "[{name}] {what:<26} p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} ok, {} errors)",
-                    stats.pct(0.50),
-                    stats.pct(0.95),
-                    stats.pct(0.99),
-                    stats.pct(1.0),
-                    stats.ok,
-                    stats.errors
-                );
-                if what.starts_with("inbox") || what.starts_with("lead card") {
-                    worst = worst.max(stats.pct(0.95));
-                }
-                if stats.errors > 0 {
-                    bail!("{what}: {} requests failed", stats.errors);
-                }
-            }
-            let memory = server.memory_line();
-            server.stop().await?;
-            println!("[{name}] worst inbox/card p95 {worst:.2} ms (target ≤ 100 ms); server {memory}");
-            anyhow::Ok(())
-        }
-        .await;
+        let r = ui_one(&a, backend_name(which), &db.url, true).await;
         db.remove().await;
         r?;
     }
+    Ok(())
+}
+
+/// The bench users: an admin and `managers` managers (`m{i}@bench.local`), made when missing;
+/// returns the managers' ids.
+async fn bench_users(store: &Store, managers: u32) -> Result<Vec<uuid::Uuid>> {
+    let user = |email: String, role: &str| voronka_store::users::UserSpec {
+        email: Some(email),
+        name: Some("Bench".into()),
+        role: Some(role.into()),
+        ..Default::default()
+    };
+    if store.user_by_email("admin@bench.local").await?.is_none() {
+        store.create_user(&user("admin@bench.local".into(), "admin")).await?;
+    }
+    let mut owners = Vec::new();
+    for m in 0..managers {
+        let email = format!("m{m}@bench.local");
+        let id = match store.user_by_email(&email).await? {
+            Some(u) => u.id,
+            None => store.create_user(&user(email, "manager")).await?.id,
+        };
+        owners.push(id);
+    }
+    Ok(owners)
+}
+
+async fn ui_one(a: &UiArgs, name: &str, url: &str, generate: bool) -> Result<()> {
+    let (admin_cookie, manager_cookie, admin_token, manager_token) = {
+        let store = Store::open(&StoreConfig::new(url), Arc::new(SystemClock)).await?;
+        let (admin, manager) = if generate {
+            let owners = bench_users(&store, a.managers.max(1)).await?;
+            let spec =
+                SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: 42, owners: owners.clone(), ..Default::default() };
+            let s = seed(&store, &spec).await?;
+            println!("[{name}] dataset: {} leads, {} events, written in {:.1} s", s.leads, s.events, s.millis as f64 / 1000.0);
+            (store.user_by_email("admin@bench.local").await?, Some(owners[0]))
+        } else {
+            (store.user_by_email("admin@bench.local").await?, store.user_by_email("m0@bench.local").await?.map(|u| u.id))
+        };
+        let (Some(admin), Some(manager)) = (admin, manager) else {
+            bail!("the database has no bench users: seed it with `voronka bench seed --managers 20`");
+        };
+        let admin_cookie = format!("vk_session={}", store.create_session(admin.id).await?);
+        let manager_cookie = format!("vk_session={}", store.create_session(manager).await?);
+        let (_, admin_token) = store.create_user_token(admin.id, "bench", &["leads:read".to_string()]).await?;
+        let (_, manager_token) = store.create_user_token(manager, "bench", &["leads:read".to_string()]).await?;
+        store.close().await;
+        (admin_cookie, manager_cookie, admin_token, manager_token)
+    };
+    let server = Server::start(url, &[]).await?;
+    let waited = server.settle(Duration::from_secs(120)).await;
+    println!("[{name}] start-up work (the first score refresh) took {:.1} s", waited.as_secs_f64());
+    let addr = server.addr;
+    let host = addr.to_string();
+    // Leads to open: the first pages of several lists, so cards of every kind are measured.
+    let mut ids: Vec<String> = Vec::new();
+    for query in ["sort=priority", "sort=created", "status=in_progress", "status=refused", "status=converted", "status=new&sort=score"] {
+        ids.extend(lead_ids(addr, &admin_token, query).await?);
+    }
+    let mine = Arc::new(lead_ids(addr, &manager_token, "limit=100").await?);
+    if ids.is_empty() || mine.is_empty() {
+        bail!("the lead lists returned no leads");
+    }
+    let ids = Arc::new(ids);
+    // Phones of seeded leads, typed the way people type them: 8 (9XX) XXX-XX-XX.
+    let leads = a.leads.max(1);
+    let digits = move |n: u64| {
+        let i = n.wrapping_mul(2_654_435_761) % leads;
+        format!("9{:09}", (i.wrapping_mul(7_919).wrapping_add(42)) % 1_000_000_000)
+    };
+    let phone = move |n: u64| {
+        let d = digits(n);
+        format!("8+({})+{}-{}-{}", &d[0..3], &d[3..6], &d[6..8], &d[8..10])
+    };
+    type Path = Arc<dyn Fn(u64) -> String + Send + Sync>;
+    let cases: Vec<(&str, bool, Path)> = vec![
+        ("inbox, all, by priority", true, Arc::new(|_| "/inbox".to_string())),
+        ("inbox, filtered", true, Arc::new(|_| "/inbox?status=in_progress&channel=web_form&temperature=warm".to_string())),
+        ("inbox, unsorted", true, Arc::new(|_| "/inbox?tab=unsorted".to_string())),
+        ("inbox, search by phone", true, Arc::new(move |n| format!("/inbox?q={}", phone(n)))),
+        ("inbox, search by name", true, Arc::new(|n| format!("/inbox?q={}", NAMES_TYPED[n as usize % NAMES_TYPED.len()]))),
+        // Words of one lead: the last 7 digits of a phone, the start of an e-mail.
+        ("inbox, search by digits", true, Arc::new(move |n| format!("/inbox?q={}", &digits(n)[3..]))),
+        ("inbox, search by e-mail", true, Arc::new(move |n| format!("/inbox?q=user{}%40", (n.wrapping_mul(40_503) + 17) % leads))),
+        ("inbox, new-leads poll", true, Arc::new(|_| "/inbox/rows".to_string())),
+        ("inbox, manager's own", false, Arc::new(|_| "/inbox?tab=mine".to_string())),
+        ("lead card", true, {
+            let ids = ids.clone();
+            Arc::new(move |n| format!("/leads/{}", ids[(n as usize * 7) % ids.len()]))
+        }),
+        ("lead card, manager's", false, Arc::new(move |n| format!("/leads/{}", mine[(n as usize * 7) % mine.len()]))),
+        ("kanban", true, Arc::new(|_| "/kanban".to_string())),
+        ("dashboard, quarter", true, Arc::new(|_| "/dashboard?days=90".to_string())),
+    ];
+    let mut worst = 0.0f64;
+    for (what, as_admin, path) in cases {
+        let cookie = if as_admin { admin_cookie.clone() } else { manager_cookie.clone() };
+        let h = host.clone();
+        let make: MakeReq = Arc::new(move |n| {
+            Request::get(path(n))
+                .header("host", h.as_str())
+                .header("cookie", cookie.as_str())
+                .body(Full::new(Bytes::new()))
+                .expect("static request")
+        });
+        let requests = if what.starts_with("dashboard") || what == "kanban" { (a.requests / 5).max(20) } else { a.requests };
+        let stats = tokio::task::spawn_blocking(move || pages(addr, requests, make)).await??;
+        println!(
+            "[{name}] {what:<26} p50 {:>7.2} ms   p95 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms   ({} ok, {} errors)",
+            stats.pct(0.50),
+            stats.pct(0.95),
+            stats.pct(0.99),
+            stats.pct(1.0),
+            stats.ok,
+            stats.errors
+        );
+        if what.starts_with("inbox") || what.starts_with("lead card") {
+            worst = worst.max(stats.pct(0.95));
+        }
+        if stats.errors > 0 {
+            bail!("{what}: {} requests failed", stats.errors);
+        }
+    }
+    let memory = server.memory_line();
+    server.stop().await?;
+    println!("[{name}] worst inbox/card p95 {worst:.2} ms (target ≤ 100 ms); server {memory}");
     Ok(())
 }
 

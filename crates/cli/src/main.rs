@@ -347,6 +347,7 @@ async fn serve(url: &str, args: ServeArgs) -> Result<()> {
         voronka_server::jobs::spawn_score_refresh(state.clone(), std::time::Duration::from_secs(args.score_refresh_seconds.max(10))),
         voronka_server::jobs::spawn_workflow(state.clone(), std::time::Duration::from_secs(1)),
         voronka_server::jobs::spawn_search_index(state.clone()),
+        voronka_server::jobs::spawn_vacuum(state.clone(), std::time::Duration::from_secs(60)),
     ];
     tracing::info!(%addr, database = store.backend().name(), "voronka serving");
     {

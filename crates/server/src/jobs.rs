@@ -114,6 +114,32 @@ pub fn spawn_score_refresh(state: AppState, every: Duration) -> tokio::task::Joi
     })
 }
 
+/// Vacuums the PostgreSQL tables that need it when autovacuum is off (see
+/// `Store::vacuum_neglected`), every `every`, in whichever process holds the lease.
+pub fn spawn_vacuum(state: AppState, every: Duration) -> tokio::task::JoinHandle<()> {
+    let holder = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
+    tokio::spawn(async move {
+        if state.store.backend() != voronka_store::Backend::Postgres {
+            return;
+        }
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            // The lease outlasts a long vacuum, so two processes do not queue behind each other.
+            let ttl = chrono::Duration::from_std(every * 10).unwrap_or(chrono::Duration::minutes(10));
+            match state.store.try_lease("vacuum", &holder, ttl).await {
+                Ok(true) => {
+                    if let Err(e) = state.store.vacuum_neglected().await {
+                        tracing::warn!(error = %e, "vacuum failed; will retry");
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "vacuum lease failed"),
+            }
+        }
+    })
+}
+
 /// Handles outbox messages once: routes leads that became sales-ready and new hot leads.
 /// Returns how many messages were handled.
 pub async fn dispatch_once(state: &AppState, worker: &str) -> anyhow::Result<usize> {

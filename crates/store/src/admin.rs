@@ -1,7 +1,7 @@
 //! Configuration records: API tokens (kept as SHA-256 hashes, never in plain text), sites,
 //! forms, and what public endpoints keep that is not a lead (spam, anonymous interest).
 
-use crate::db::{with_read, with_write};
+use crate::db::{Db, with_read, with_write};
 use crate::ts::Ts;
 use crate::{Store, StoreError};
 use base64::Engine;
@@ -409,5 +409,32 @@ impl Store {
         Ok(with_read!(&self.db, p => {
             sqlx::query_scalar::<_, String>("SELECT topic FROM outbox ORDER BY id").fetch_all(p).await?
         }))
+    }
+}
+
+impl Store {
+    /// On PostgreSQL with autovacuum switched off (for the server, or for a table), vacuums
+    /// and analyses the tables that need it by autovacuum's own default thresholds: dead
+    /// rows over 50 + 20 % of the live ones, or rows inserted since the last vacuum over
+    /// 1,000 + 20 %. Without it dead rows pile up after every update (a model change leaves a
+    /// million), and index-only scans read the table instead (the dashboard of a freshly
+    /// filled million-lead database took 1.0–1.3 s instead of 0.1 s). Returns the tables
+    /// vacuumed; SQLite needs none of this.
+    pub async fn vacuum_neglected(&self) -> Result<Vec<String>, StoreError> {
+        let Db::Pg(pool) = &self.db else { return Ok(Vec::new()) };
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT format('%I.%I', s.schemaname, s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE (current_setting('autovacuum') = 'off' OR 'autovacuum_enabled=false' = ANY(COALESCE(c.reloptions, '{}'))) \
+               AND (s.n_dead_tup > 50 + 0.2 * s.n_live_tup OR s.n_ins_since_vacuum > 1000 + 0.2 * s.n_live_tup) \
+             ORDER BY s.relname",
+        )
+        .fetch_all(pool)
+        .await?;
+        for t in &tables {
+            let started = std::time::Instant::now();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {t}"))).execute(pool).await?;
+            tracing::info!(table = %t, millis = started.elapsed().as_millis() as u64, "vacuumed (autovacuum is off)");
+        }
+        Ok(tables)
     }
 }

@@ -233,21 +233,70 @@ impl Store {
         Ok(report)
     }
 
+    /// The pass on PostgreSQL, as a pipeline of three stages that overlap: one task reads
+    /// chunks in lead order, this one scores them (on all cores, off the runtime's threads),
+    /// one task writes the changed rows. Each write is its own short transaction, so
+    /// intake and the lists go on throughout. Every updated row leaves a dead version in
+    /// the table and its five indexes (the sorted columns are indexed, so no update is HOT);
+    /// after a pass that changed many rows the table is vacuumed in the background.
     async fn pg_pass(&self, pool: &sqlx::PgPool, pass: &Pass) -> Result<RescoreReport, StoreError> {
         let mut report = RescoreReport::default();
-        let mut after: Option<Uuid> = None;
         // A lead scored live since the pass began (with this model) keeps its row.
         let at = self.now();
-        loop {
-            let inputs = pg_read(pool, after, pass.profile).await?;
-            let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
-            report.rescored += inputs.len() as u64;
-            let outputs = self.compute(pass, inputs).await?;
-            report.changed += outputs.len() as u64;
-            if !outputs.is_empty() {
-                pg_write(pool, &outputs, pass.version, at).await?;
+        let (read_tx, mut read_rx) = tokio::sync::mpsc::channel::<Vec<Input>>(2);
+        let reader = {
+            let (pool, profile) = (pool.clone(), pass.profile);
+            tokio::spawn(async move {
+                let mut after: Option<Uuid> = None;
+                loop {
+                    let inputs = pg_read(&pool, after, profile).await?;
+                    let Some(last) = inputs.last().map(|i| i.lead_id) else { return Ok::<_, StoreError>(()) };
+                    after = Some(last);
+                    if read_tx.send(inputs).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            })
+        };
+        let (write_tx, mut write_rx) = tokio::sync::mpsc::channel::<Vec<Output>>(2);
+        let writer = {
+            let (pool, version) = (pool.clone(), pass.version);
+            tokio::spawn(async move {
+                while let Some(outputs) = write_rx.recv().await {
+                    pg_write(&pool, &outputs, version, at).await?;
+                }
+                Ok::<_, StoreError>(())
+            })
+        };
+        let scored = async {
+            while let Some(inputs) = read_rx.recv().await {
+                report.rescored += inputs.len() as u64;
+                let outputs = self.compute(pass, inputs).await?;
+                report.changed += outputs.len() as u64;
+                if !outputs.is_empty() && write_tx.send(outputs).await.is_err() {
+                    break;
+                }
             }
-            after = Some(last);
+            Ok::<_, StoreError>(())
+        }
+        .await;
+        drop(write_tx);
+        drop(read_rx);
+        let stopped = |e: tokio::task::JoinError| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}"));
+        let written = writer.await.map_err(stopped)?;
+        let read = reader.await.map_err(stopped)?;
+        scored?;
+        read?;
+        written?;
+        if report.changed >= 10_000 {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                match sqlx::raw_sql("VACUUM (ANALYZE) lead_scores").execute(&pool).await {
+                    Ok(_) => tracing::debug!(millis = started.elapsed().as_millis() as u64, "vacuumed lead_scores after a re-score"),
+                    Err(e) => tracing::warn!(error = %e, "vacuum of lead_scores after a re-score failed"),
+                }
+            });
         }
         Ok(report)
     }
@@ -256,7 +305,12 @@ impl Store {
     /// entries from are rebuilt whole (profile fields read for them).
     async fn compute(&self, pass: &Pass, inputs: Vec<Input>) -> Result<Vec<Output>, StoreError> {
         let (fresh, stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version) || i.profile.is_some());
-        let mut outputs = run_chunk(pass, &fresh);
+        let mut outputs = {
+            let pass = pass.clone();
+            tokio::task::spawn_blocking(move || run_chunk(&pass, &fresh))
+                .await
+                .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))?
+        };
         if !stale.is_empty() {
             let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
             let mut profiles = self.rescore_profiles(&ids).await?;
