@@ -181,13 +181,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Seed(a) => {
             let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
             let owners = if a.managers > 0 { bench_users(&store, a.managers).await? } else { Vec::new() };
-            let spec = SeedSpec {
-                leads: a.leads,
-                events_per_lead: a.events_per_lead,
-                seed: a.seed,
-                visitors: a.visitors,
-                owners,
-            };
+            let spec = SeedSpec { leads: a.leads, events_per_lead: a.events_per_lead, seed: a.seed, visitors: a.visitors, owners };
             let r = seed(&store, &spec).await?;
             store.close().await;
             println!("seeded {} leads and {} events in {:.1} s", r.leads, r.events, r.millis as f64 / 1000.0);

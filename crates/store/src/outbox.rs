@@ -43,14 +43,22 @@ impl Store {
                 .await?
             }
             Db::Pg(pool) => {
-                sqlx::query_as(
+                // Walk the pending index in id order and stop at `limit`. With stale
+                // statistics the planner would collect every pending entry in a bitmap and
+                // sort them, and a bitmap scan never marks the dead entries that handled
+                // messages leave behind until the next vacuum, so each claim reads them again.
+                let mut tx = pool.begin().await?;
+                sqlx::raw_sql("SET LOCAL enable_bitmapscan = off").execute(&mut *tx).await?;
+                let rows = sqlx::query_as(
                     "UPDATE outbox SET locked_by = $1, locked_until = $2, attempts = attempts + 1 WHERE id IN \
                      (SELECT id FROM outbox WHERE done_at IS NULL AND available_at <= $3 AND (locked_until IS NULL OR locked_until < $3) ORDER BY id LIMIT $4 \
                       FOR UPDATE SKIP LOCKED) \
                      RETURNING id, topic, aggregate_id, payload, attempts",
                 )
                 .bind(worker).bind(until).bind(now).bind(limit)
-                .fetch_all(pool).await?
+                .fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
             }
         };
         let mut items: Vec<OutboxItem> = rows
