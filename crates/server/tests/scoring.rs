@@ -433,6 +433,31 @@ async fn stored_priority_follows_time_after_a_refresh() {
     assert!(pa < 8.0 && pb < 12.0, "{pa} {pb}");
 }
 
+/// A refresh keeps the behaviour entries without reading the events, but a score row made
+/// with a model it cannot carry entries from is rebuilt whole: its events are read for it.
+#[tokio::test]
+async fn a_refresh_rebuilds_a_row_scored_with_another_model_from_its_events() {
+    let (app, _) = app().await;
+    let a = new_lead(&app, json!({"phone": "+79003002000", "company": "ООО Ромашка"})).await;
+    track(&app, &a, json!([{"type": "callback_request", "at": NOW}, {"type": "download", "at": NOW}])).await;
+    let before = score(&app, &a).await;
+    assert!(points(&before) >= 10.0, "{before}");
+    let sql = format!("UPDATE lead_scores SET model_version = 0 WHERE lead_id = '{a}'");
+    if backend() == "sqlite" {
+        let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+        // SQLite keeps ids as 16-byte blobs.
+        let id = uuid::Uuid::parse_str(&a).unwrap();
+        assert_eq!(c.execute("UPDATE lead_scores SET model_version = 0 WHERE lead_id = ?1", [id.as_bytes().to_vec()]).unwrap(), 1);
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        assert_eq!(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap().rows_affected(), 1);
+    }
+    let r = app.store.refresh_scores().await.unwrap();
+    assert_eq!((r.rescored, r.changed), (1, 1));
+    assert_eq!(score(&app, &a).await, before);
+}
+
 #[tokio::test]
 async fn unknown_site_keys_and_foreign_origins_are_refused() {
     let (app, _) = app().await;

@@ -245,11 +245,11 @@ impl Store {
         let at = self.now();
         let (read_tx, mut read_rx) = tokio::sync::mpsc::channel::<Vec<Input>>(2);
         let reader = {
-            let (pool, profile) = (pool.clone(), pass.profile);
+            let (pool, pass) = (pool.clone(), pass.clone());
             tokio::spawn(async move {
                 let mut after: Option<Uuid> = None;
                 loop {
-                    let inputs = pg_read(&pool, after, profile).await?;
+                    let inputs = pg_read(&pool, after, &pass).await?;
                     let Some(last) = inputs.last().map(|i| i.lead_id) else { return Ok::<_, StoreError>(()) };
                     after = Some(last);
                     if read_tx.send(inputs).await.is_err() {
@@ -372,6 +372,15 @@ fn placeholders(n: usize) -> String {
 
 const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
+
+/// The read of a pass that keeps the behaviour entries (a refresh, a profile change): the
+/// packed events are read only for the few leads whose ledger cannot be carried over. At
+/// 1 M leads on PostgreSQL the events were 70 % of a refresh's reading.
+const READ_SQL_NO_EVENTS: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, NULL AS events FROM lead_scores s";
+
+fn read_sql(pass: &Pass) -> &'static str {
+    if pass.behaviour { READ_SQL } else { READ_SQL_NO_EVENTS }
+}
 
 /// The whole pass on SQLite, on one thread, in two phases. First every lead is read and
 /// scored, chunk by chunk in lead order, with no write lock held (intake goes on). Then the
@@ -515,9 +524,11 @@ struct RangeScored {
 /// Reads and scores the leads with ids in (`after`, `until`], chunk by chunk in lead order.
 /// A pass that re-runs the profile rules reads the leads' fields alongside, in the same order.
 fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, until: Vec<u8>) -> rusqlite::Result<RangeScored> {
+    use rusqlite::OptionalExtension;
     const PROFILE_COLUMNS: &str = "name, phone, email, messenger, company, position, city, interest, message, channel, campaign, \
          source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields";
-    let mut read = c.prepare(&format!("{READ_SQL} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}"))?;
+    let mut read = c.prepare(&format!("{} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass)))?;
+    let mut events_of = c.prepare("SELECT events FROM lead_inputs WHERE lead_id = ?1")?;
     let mut profiles = c.prepare(&format!("SELECT {PROFILE_COLUMNS}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
     let mut profile_of = c.prepare(&format!("SELECT {PROFILE_COLUMNS} FROM leads WHERE id = ?1"))?;
     let full = pass.full();
@@ -554,6 +565,11 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
         } else {
             for i in inputs.iter_mut().filter(|i| !pass.can_carry(i.version)) {
                 i.profile = profile_of.query_row([i.lead_id], sqlite_profile).ok();
+            }
+        }
+        if !pass.behaviour {
+            for i in inputs.iter_mut().filter(|i| !pass.can_carry(i.version)) {
+                i.events = events_of.query_row([i.lead_id], |r| r.get(0)).optional()?.flatten();
             }
         }
         out.t_read += t.elapsed().as_micros();
@@ -608,9 +624,10 @@ struct PgInput {
     events: Option<Vec<u8>>,
 }
 
-async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, profile: bool) -> Result<Vec<Input>, StoreError> {
+async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Result<Vec<Input>, StoreError> {
     // Ledgers made with other models get their profiles in `compute`.
-    let sql = format!("{READ_SQL} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}");
+    let sql = format!("{} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass).replace("NULL", "NULL::bytea"));
+    let profile = pass.profile;
     let rows: Vec<PgInput> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after.unwrap_or(Uuid::nil())).fetch_all(pool).await?;
     let mut inputs: Vec<Input> = rows
         .into_iter()
@@ -624,6 +641,19 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, profile: bool) -> Res
             profile: None,
         })
         .collect();
+    if !pass.behaviour {
+        let stale: Vec<Uuid> = inputs.iter().filter(|i| !pass.can_carry(i.version)).map(|i| i.lead_id).collect();
+        if !stale.is_empty() {
+            let rows: Vec<(Uuid, Vec<u8>)> =
+                sqlx::query_as("SELECT lead_id, events FROM lead_inputs WHERE lead_id = ANY($1)").bind(&stale).fetch_all(pool).await?;
+            let mut by_id: HashMap<Uuid, Vec<u8>> = rows.into_iter().collect();
+            for i in inputs.iter_mut() {
+                if let Some(e) = by_id.remove(&i.lead_id) {
+                    i.events = Some(e);
+                }
+            }
+        }
+    }
     if profile && !inputs.is_empty() {
         let ids: Vec<Uuid> = inputs.iter().map(|i| i.lead_id).collect();
         let sql = format!("SELECT {} FROM {} WHERE l.id = ANY($1)", crate::leads::LEAD_COLUMNS, crate::leads::LEAD_FROM);
