@@ -424,17 +424,33 @@ impl Store {
         let Db::Pg(pool) = &self.db else { return Ok(Vec::new()) };
         let tables: Vec<String> = sqlx::query_scalar(
             "SELECT format('%I.%I', s.schemaname, s.relname) FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-             WHERE (current_setting('autovacuum') = 'off' OR 'autovacuum_enabled=false' = ANY(COALESCE(c.reloptions, '{}'))) \
+             WHERE (current_setting('autovacuum') = 'off' \
+                    OR EXISTS (SELECT 1 FROM unnest(c.reloptions) o WHERE o ~* '^autovacuum_enabled=(false|off|no|f|n|0)$')) \
                AND (s.n_dead_tup > 50 + 0.2 * s.n_live_tup OR s.n_ins_since_vacuum > 1000 + 0.2 * s.n_live_tup) \
              ORDER BY s.relname",
         )
         .fetch_all(pool)
         .await?;
-        for t in &tables {
+        // Names from the catalog, quoted by format('%I'). One table failing does not stop
+        // the others; the first error is returned after them.
+        let mut done = Vec::with_capacity(tables.len());
+        let mut failed = None;
+        for t in tables {
             let started = std::time::Instant::now();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {t}"))).execute(pool).await?;
-            tracing::info!(table = %t, millis = started.elapsed().as_millis() as u64, "vacuumed (autovacuum is off)");
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM (ANALYZE) {t}"))).execute(pool).await {
+                Ok(_) => {
+                    tracing::info!(table = %t, millis = started.elapsed().as_millis() as u64, "vacuumed (autovacuum is off)");
+                    done.push(t);
+                }
+                Err(e) => {
+                    tracing::warn!(table = %t, error = %e, "vacuum failed");
+                    failed.get_or_insert(e);
+                }
+            }
         }
-        Ok(tables)
+        match failed {
+            Some(e) => Err(e.into()),
+            None => Ok(done),
+        }
     }
 }

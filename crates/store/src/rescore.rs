@@ -270,6 +270,10 @@ impl Store {
         };
         let scored = async {
             while let Some(inputs) = read_rx.recv().await {
+                // A failed write ends the pass at once, not at the next changed chunk.
+                if write_tx.is_closed() {
+                    break;
+                }
                 report.rescored += inputs.len() as u64;
                 let outputs = self.compute(pass, inputs).await?;
                 report.changed += outputs.len() as u64;
@@ -288,7 +292,10 @@ impl Store {
         scored?;
         read?;
         written?;
-        if report.changed >= 10_000 {
+        // One at a time: a second would only queue behind the first's lock, holding a
+        // connection.
+        static VACUUMING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if report.changed >= 10_000 && !VACUUMING.swap(true, std::sync::atomic::Ordering::AcqRel) {
             let pool = pool.clone();
             tokio::spawn(async move {
                 let started = Instant::now();
@@ -296,34 +303,34 @@ impl Store {
                     Ok(_) => tracing::debug!(millis = started.elapsed().as_millis() as u64, "vacuumed lead_scores after a re-score"),
                     Err(e) => tracing::warn!(error = %e, "vacuum of lead_scores after a re-score failed"),
                 }
+                VACUUMING.store(false, std::sync::atomic::Ordering::Release);
             });
         }
         Ok(report)
     }
 
-    /// Scores a chunk; leads whose ledger was made with a model this pass cannot carry
-    /// entries from are rebuilt whole (profile fields read for them).
+    /// Scores a chunk, off the runtime's threads; leads whose ledger was made with a model
+    /// this pass cannot carry entries from are rebuilt whole (profile fields read for those
+    /// that do not have them yet; their events were read with them).
     async fn compute(&self, pass: &Pass, inputs: Vec<Input>) -> Result<Vec<Output>, StoreError> {
-        let (fresh, stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version) || i.profile.is_some());
-        let mut outputs = {
-            let pass = pass.clone();
-            tokio::task::spawn_blocking(move || run_chunk(&pass, &fresh))
-                .await
-                .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))?
-        };
-        if !stale.is_empty() {
-            let ids: Vec<Uuid> = stale.iter().map(|i| i.lead_id).collect();
-            let mut profiles = self.rescore_profiles(&ids).await?;
-            let stale: Vec<Input> = stale
-                .into_iter()
-                .map(|mut i| {
-                    i.profile = profiles.remove(&i.lead_id);
-                    i
-                })
-                .collect();
-            outputs.extend(run_chunk(&pass.full(), &stale));
+        let (fresh, mut stale): (Vec<Input>, Vec<Input>) = inputs.into_iter().partition(|i| pass.can_carry(i.version));
+        let missing: Vec<Uuid> = stale.iter().filter(|i| i.profile.is_none()).map(|i| i.lead_id).collect();
+        if !missing.is_empty() {
+            let mut profiles = self.rescore_profiles(&missing).await?;
+            for i in stale.iter_mut().filter(|i| i.profile.is_none()) {
+                i.profile = profiles.remove(&i.lead_id);
+            }
         }
-        Ok(outputs)
+        let pass = pass.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut outputs = run_chunk(&pass, &fresh);
+            if !stale.is_empty() {
+                outputs.extend(run_chunk(&pass.full(), &stale));
+            }
+            outputs
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))
     }
 
     /// Every event target's mask under `model`.
@@ -626,7 +633,10 @@ struct PgInput {
 
 async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Result<Vec<Input>, StoreError> {
     // Ledgers made with other models get their profiles in `compute`.
-    let sql = format!("{} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass).replace("NULL", "NULL::bytea"));
+    let sql = format!(
+        "{} WHERE s.lead_id > $1 ORDER BY s.lead_id LIMIT {CHUNK}",
+        read_sql(pass).replace("NULL AS events", "NULL::bytea AS events")
+    );
     let profile = pass.profile;
     let rows: Vec<PgInput> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(after.unwrap_or(Uuid::nil())).fetch_all(pool).await?;
     let mut inputs: Vec<Input> = rows
