@@ -169,6 +169,10 @@ pub struct IntakeArgs {
     /// one; nothing is preloaded, the database is kept, and `--backend` is ignored.
     #[arg(long, value_name = "URL")]
     existing_database: Option<String>,
+    /// Skip the PostgreSQL floor (what PostgreSQL alone takes to insert the rows of a lead),
+    /// measured after the HTTP run.
+    #[arg(long)]
+    no_floor: bool,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -1051,13 +1055,17 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     .await??;
     println!("[{name}] {}", hs.line("GET /healthz (ceiling)"));
 
-    let is = tokio::task::spawn_blocking(move || -> Result<Stats> {
+    let server_pid = server.child.id().unwrap_or(0);
+    let (is, cpu) = tokio::task::spawn_blocking(move || -> Result<(Stats, CpuSplit)> {
         // Distinct numbers for warm-up and measurement: every request makes a new lead.
         load(addr, c, w, post.clone(), &[200, 201], 0)?;
-        load(addr, c, d, post, &[200, 201], 100_000_000)
+        let before = CpuSplit::now(server_pid);
+        let s = load(addr, c, d, post, &[200, 201], 100_000_000)?;
+        Ok((s, CpuSplit::now(server_pid).since(&before)))
     })
     .await??;
     println!("[{name}] {}", is.line("POST /api/v1/leads"));
+    println!("[{name}] {}", cpu.line(is.ok, which == Which::Postgres));
     let memory = server.memory_line();
     server.stop().await?;
 
@@ -1068,5 +1076,200 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     if is.errors > 0 {
         bail!("{} intake requests failed", is.errors);
     }
+    if which == Which::Postgres && !a.no_floor {
+        for (conns, batch) in [(4, 8), (4, 64)] {
+            let f = pg_intake_floor(url, conns, batch, d.min(10.0)).await?;
+            println!(
+                "[{name}] the floor: PostgreSQL alone inserting the rows of a lead (the lead, two identities, an event, a score \
+                 row, an outbox message; same indexes, no lookups, no HTTP, no scoring), {conns} connections, {batch} leads a \
+                 transaction: {:.0} leads/s, PostgreSQL {:.0} µs of CPU a lead ({:.2} cores)",
+                f.rate, f.pg_us_per_lead, f.pg_cores
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CPU time (clock ticks) of the server, of PostgreSQL's processes and of this process.
+#[derive(Clone, Copy, Default)]
+struct CpuSplit {
+    server: u64,
+    postgres: u64,
+    bench: u64,
+    at: Option<Instant>,
+    secs: f64,
+}
+
+impl CpuSplit {
+    fn now(server_pid: u32) -> CpuSplit {
+        CpuSplit {
+            server: proc_cpu_ticks(server_pid).unwrap_or(0),
+            postgres: postgres_cpu_ticks(),
+            bench: proc_cpu_ticks(std::process::id()).unwrap_or(0),
+            at: Some(Instant::now()),
+            secs: 0.0,
+        }
+    }
+
+    fn since(&self, before: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            server: self.server.saturating_sub(before.server),
+            postgres: self.postgres.saturating_sub(before.postgres),
+            bench: self.bench.saturating_sub(before.bench),
+            at: None,
+            secs: match (self.at, before.at) {
+                (Some(a), Some(b)) => a.duration_since(b).as_secs_f64(),
+                _ => 0.0,
+            },
+        }
+    }
+
+    /// "CPU a lead: server N µs, PostgreSQL N µs, load generator N µs (cores …)".
+    fn line(&self, leads: u64, postgres: bool) -> String {
+        let per = |ticks: u64| ticks as f64 * 10_000.0 / leads.max(1) as f64; // 100 ticks a second
+        let cores = |ticks: u64| ticks as f64 / 100.0 / self.secs.max(1e-9);
+        let mut s = format!("CPU a lead: server {:.0} µs ({:.2} cores)", per(self.server), cores(self.server));
+        if postgres {
+            s += &format!(", PostgreSQL {:.0} µs ({:.2} cores)", per(self.postgres), cores(self.postgres));
+        }
+        s + &format!(", load generator {:.0} µs ({:.2} cores)", per(self.bench), cores(self.bench))
+    }
+}
+
+/// CPU ticks of every process named `postgres` on this machine (the local server's backends,
+/// its background processes; a backend that exited during the window is not counted).
+fn postgres_cpu_ticks() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(proc_cpu_ticks)
+        .sum()
+}
+
+struct PgFloor {
+    rate: f64,
+    pg_us_per_lead: f64,
+    pg_cores: f64,
+}
+
+/// What a durable lead costs PostgreSQL at the least on this machine: `conns` connections
+/// each committing `batch` leads a transaction for `secs` seconds, every lead the rows the
+/// intake writes for it — the lead, its phone and e-mail identities, its arrival event, its
+/// score row and its outbox message — through the same array statements into copies of the
+/// tables with all their indexes (empty copies in a scratch schema, so the indexes are
+/// shallower than at 1 M: the floor errs low), and nothing else: no lookups, no scoring, no
+/// HTTP, no dispatcher.
+async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64) -> Result<PgFloor> {
+    use sqlx::postgres::PgPoolOptions;
+    let pool = PgPoolOptions::new().max_connections(conns as u32 + 1).connect(url).await?;
+    let schema = format!("voronka_floor_{}", std::process::id());
+    let mut ddl = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
+    for t in ["leads", "identities", "events", "lead_scores", "outbox"] {
+        ddl += &format!("CREATE TABLE {schema}.{t} (LIKE public.{t} INCLUDING ALL);");
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&pool).await?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let counter = Arc::new(AtomicU64::new(0));
+    let pg_before = postgres_cpu_ticks();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..conns {
+        let (pool, schema, counter) = (pool.clone(), schema.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut n: u64 = w as u64 * 100_000_000;
+            while Instant::now() < deadline {
+                pg_floor_batch(&pool, &schema, n, batch).await?;
+                n += batch as u64;
+                counter.fetch_add(batch as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    let mut failed = None;
+    for t in tasks {
+        if let Err(e) = t.await.map_err(anyhow::Error::from).and_then(|r| r) {
+            failed = Some(e);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let pg_ticks = postgres_cpu_ticks().saturating_sub(pg_before);
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await;
+    pool.close().await;
+    if let Some(e) = failed {
+        return Err(e.context("the PostgreSQL floor failed"));
+    }
+    let leads = counter.load(Ordering::Relaxed).max(1);
+    Ok(PgFloor {
+        rate: leads as f64 / elapsed,
+        pg_us_per_lead: pg_ticks as f64 * 10_000.0 / leads as f64,
+        pg_cores: pg_ticks as f64 / 100.0 / elapsed,
+    })
+}
+
+/// One transaction of the floor: `batch` leads from number `n` on.
+async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize) -> Result<()> {
+    let now = chrono::Utc::now();
+    let ids: Vec<uuid::Uuid> = (0..batch).map(|_| uuid::Uuid::now_v7()).collect();
+    let names: Vec<String> = (0..batch as u64).map(|i| format!("Нагрузка {}", n + i)).collect();
+    let phones: Vec<String> = (0..batch as u64).map(|i| format!("+79{:09}", (n + i) % 1_000_000_000)).collect();
+    let emails: Vec<String> = (0..batch as u64).map(|i| format!("floor{}@example.ru", n + i)).collect();
+    let search: Vec<String> = (0..batch).map(|i| format!("{} ооо тест {} {}", names[i].to_lowercase(), emails[i], phones[i])).collect();
+    let mut idents: Vec<String> = phones.iter().map(|p| format!("phone:{p}")).collect();
+    idents.extend(emails.iter().map(|e| format!("email:{e}")));
+    let kinds: Vec<&str> = (0..batch).map(|_| "phone").chain((0..batch).map(|_| "email")).collect();
+    let ident_leads: Vec<uuid::Uuid> = ids.iter().chain(ids.iter()).copied().collect();
+    let event = r#"{"channel":"web_form","campaign":"bench","utm":{"source":"yandex","medium":"cpc","campaign":"bench"},"message":"Хочу узнать цену"}"#;
+    let ledger = vec![7u8; 24];
+    let mut tx = pool.begin().await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.leads (id, name, phone, email, company, message, channel, campaign, utm_source, utm_medium, \
+         utm_campaign, fields, status, search, created_at, updated_at, last_request_at) \
+         SELECT i, n, p, e, 'ООО Тест', 'Хочу узнать цену', 'web_form', 'bench', 'yandex', 'cpc', 'bench', '{{}}'::jsonb, 'new', s, $5, $5, $5 \
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $6::text[]) AS t(i, n, p, e, s)"
+    )))
+    .bind(&ids)
+    .bind(&names)
+    .bind(&phones)
+    .bind(&emails)
+    .bind(now)
+    .bind(&search)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.identities (ident, kind, lead_id, created_at) SELECT i, k, l, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(i, k, l)"
+    )))
+    .bind(&idents)
+    .bind(&kinds)
+    .bind(&ident_leads)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.events (lead_id, kind, at, data, created_at) SELECT l, 'lead_created', $2, $3::jsonb, $2 FROM UNNEST($1::uuid[]) AS t(l)"
+    )))
+    .bind(&ids)
+    .bind(now)
+    .bind(event)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status) \
+         SELECT l, 4, 4, 4, 'cold', 'C', $2, 1, $3, 'new' FROM UNNEST($1::uuid[]) AS t(l)"
+    )))
+    .bind(&ids)
+    .bind(&ledger)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.outbox (topic, aggregate_id, payload, created_at, available_at) \
+         SELECT 'lead.created', l, jsonb_build_object('lead_id', l), $2, $2 FROM UNNEST($1::uuid[]) AS t(l)"
+    )))
+    .bind(&ids)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(())
 }

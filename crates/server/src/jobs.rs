@@ -132,6 +132,10 @@ pub fn spawn_vacuum(state: AppState, every: Duration) -> tokio::task::JoinHandle
                     if let Err(e) = state.store.vacuum_neglected().await {
                         tracing::warn!(error = %e, "vacuum failed; will retry");
                     }
+                    // Held for the pass only: the next tick of any process may vacuum.
+                    if let Err(e) = state.store.release_lease("vacuum", &holder).await {
+                        tracing::warn!(error = %e, "releasing the vacuum lease failed");
+                    }
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "vacuum lease failed"),

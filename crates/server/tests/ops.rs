@@ -59,6 +59,23 @@ async fn unknown_routes_and_methods_answer_json() {
     assert_eq!(r.json()["error"]["code"], "method_not_allowed");
 }
 
+/// A lease is exclusive until it runs out or its holder gives it up; given up, any holder
+/// takes it at once (the vacuum job releases its lease after each pass, so a restarted
+/// server does not wait out its earlier self's ten minutes).
+#[tokio::test]
+async fn a_released_lease_is_free_at_once() {
+    let app = spawn_app().await;
+    let ttl = chrono::Duration::minutes(10);
+    assert!(app.store.try_lease("job", "a", ttl).await.unwrap());
+    assert!(!app.store.try_lease("job", "b", ttl).await.unwrap(), "held by a");
+    assert!(app.store.try_lease("job", "a", ttl).await.unwrap(), "renewed by its holder");
+    app.store.release_lease("job", "b").await.unwrap();
+    assert!(!app.store.try_lease("job", "b", ttl).await.unwrap(), "only the holder releases it");
+    app.store.release_lease("job", "a").await.unwrap();
+    assert!(app.store.try_lease("job", "b", ttl).await.unwrap(), "free once released");
+    assert!(!app.store.try_lease("job", "a", ttl).await.unwrap(), "now held by b");
+}
+
 /// With autovacuum off (here for one table; on this project's machines for the whole
 /// server), the upkeep vacuums the tables whose dead or newly inserted rows pass autovacuum's own thresholds,
 /// and leaves the others alone. SQLite needs no vacuuming.

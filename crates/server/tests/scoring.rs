@@ -266,6 +266,14 @@ async fn a_lead_created_above_the_threshold_is_sales_ready_at_once() {
     let l = r.json();
     assert_eq!(l["status"], "sales_ready", "{l}");
     assert_eq!(l["score"], 27.0);
+    // Its score row was written with the state it reached in its commit, and no owner: the
+    // priority lists of one state or of the unowned walk those copies.
+    let plain = app.lead(json!({"phone": "+79003000901"})).await.json();
+    let ids = |v: Value| -> Vec<String> { v["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_string()).collect() };
+    let (hot, cold) = (l["id"].as_str().unwrap().to_string(), plain["id"].as_str().unwrap().to_string());
+    assert_eq!(ids(app.list("status=sales_ready&sort=priority").await), vec![hot.clone()]);
+    assert_eq!(ids(app.list("status=new&sort=priority").await), vec![cold.clone()]);
+    assert_eq!(ids(app.list("owner=none&sort=priority").await), vec![hot, cold]);
 }
 
 #[tokio::test]

@@ -432,9 +432,10 @@ async fn outbound_delivery_retries_with_backoff_and_is_kept_once() {
         assert_eq!(v["data"]["lead"]["id"], lead_id.as_str());
         assert_eq!(h["x-voronka-event-id"].to_str().unwrap_or_default(), v["id"].as_str().unwrap_or_default());
     }
-    // A handled outbox message is not fanned out twice.
+    // A handled outbox message is not fanned out twice: it is gone.
     app.dispatch().await;
     assert_eq!(deliveries(&app, "").await.len(), 1);
+    assert_eq!(app.store.count(voronka_store::CountOf::Outbox).await.expect("count"), 0, "handled messages are deleted");
 }
 
 #[tokio::test]

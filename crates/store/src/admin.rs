@@ -401,6 +401,19 @@ impl Store {
         });
         Ok(n == 1)
     }
+
+    /// Gives a lease up before its time, so that any process may take it at its next tick
+    /// (a job whose lease outlasts a long pass releases it when the pass is done, and a
+    /// restarted process does not wait out the lease its earlier self held).
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        let now = self.now();
+        let past = crate::Ts::from(now.0 - chrono::Duration::microseconds(1));
+        with_write!(&self.db, p => {
+            sqlx::query("UPDATE job_leases SET until = $1 WHERE name = $2 AND holder = $3")
+                .bind(past).bind(name).bind(holder).execute(p).await?;
+        });
+        Ok(())
+    }
 }
 
 impl Store {

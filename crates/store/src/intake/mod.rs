@@ -546,6 +546,9 @@ struct IdemInsert<'a> {
 /// A lead's score row as written.
 struct ScoreWrite {
     lead_id: Uuid,
+    /// A lead created in this batch: its state, written into the new score row with no owner
+    /// (the trigger that copies them from the lead runs only when none is given).
+    created_status: Option<&'static str>,
     score: f64,
     priority: f64,
     profile: f64,

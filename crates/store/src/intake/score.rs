@@ -278,6 +278,7 @@ impl Scoring {
             }
             scores.push(ScoreWrite {
                 lead_id: *id,
+                created_status: st.before.is_none().then(|| st.status.as_str()),
                 score: s.score,
                 priority: s.priority,
                 profile: s.profile,

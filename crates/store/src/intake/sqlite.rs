@@ -550,8 +550,8 @@ impl IntakeTx for Tx<'_> {
 
     async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
         let mut stmt = self.0.prepare_cached(
-            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, \
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, \
              priority = excluded.priority, profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, \
              ledger = excluded.ledger, model_version = excluded.model_version, scored_at = excluded.scored_at",
         )?;
@@ -565,7 +565,8 @@ impl IntakeTx for Tx<'_> {
                 r.grade,
                 r.ledger,
                 r.model_version,
-                r.at
+                r.at,
+                r.created_status
             ])?;
         }
         Ok(())
