@@ -132,7 +132,8 @@ pub fn spawn_vacuum(state: AppState, every: Duration) -> tokio::task::JoinHandle
                     if let Err(e) = state.store.vacuum_neglected().await {
                         tracing::warn!(error = %e, "vacuum failed; will retry");
                     }
-                    // Held for the pass only: the next tick of any process may vacuum.
+                    // Held for the pass only: the next tick of any process may vacuum (a
+                    // second pass in a minute finds nothing past the thresholds and does nothing).
                     if let Err(e) = state.store.release_lease("vacuum", &holder).await {
                         tracing::warn!(error = %e, "releasing the vacuum lease failed");
                     }

@@ -152,11 +152,19 @@ fn vacuum_outbox_now_and_then(pool: &sqlx::PgPool, deleted: u64) {
     }
     DELETED.store(0, Ordering::Release);
     let pool = pool.clone();
+    /// Clears the flag however the task ends (a runtime shut down under it included).
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            VACUUMING.store(false, Ordering::Release);
+        }
+    }
+    let done = Done;
     tokio::spawn(async move {
+        let _done = done;
         // SKIP_LOCKED: when autovacuum is at it already, this one is not needed.
         if let Err(e) = sqlx::raw_sql("VACUUM (SKIP_LOCKED) outbox").execute(&pool).await {
             tracing::warn!(error = %e, "vacuum of the outbox failed");
         }
-        VACUUMING.store(false, Ordering::Release);
     });
 }

@@ -37,9 +37,12 @@ pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize, model
                     }
                     (metas, replies)
                 };
-                busy.fetch_add(1, Ordering::AcqRel);
-                let results = commit_jobs(&metas, &mut writer).await;
-                busy.fetch_sub(1, Ordering::AcqRel);
+                let results = {
+                    // Counted down however the commit ends (a panic included), or every
+                    // later small batch would wait.
+                    let _busy = Busy::new(&busy);
+                    commit_jobs(&metas, &mut writer).await
+                };
                 reply_all(results, replies);
             }
         });
@@ -55,6 +58,22 @@ pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize, model
 /// writer is busy, so a lone submission never waits.
 const GATHER: usize = 32;
 const GATHER_WAIT: Duration = Duration::from_micros(1500);
+
+/// One writer committing, for as long as it lives.
+struct Busy<'a>(&'a AtomicUsize);
+
+impl<'a> Busy<'a> {
+    fn new(n: &'a AtomicUsize) -> Busy<'a> {
+        n.fetch_add(1, Ordering::AcqRel);
+        Busy(n)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 async fn gather(rx: &mut mpsc::Receiver<Job>, metas: &mut Vec<Meta>, replies: &mut Vec<super::ReplyTx>) {
     let deadline = tokio::time::Instant::now() + GATHER_WAIT;
