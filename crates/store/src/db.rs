@@ -119,6 +119,8 @@ impl Db {
                     .foreign_keys(true)
                     .pragma("cache_size", "-65536")
                     .pragma("temp_store", "memory")
+                    // The WAL file is cut back when the log starts over after a burst.
+                    .pragma("journal_size_limit", crate::intake::WAL_SIZE_LIMIT.to_string())
                     .statement_cache_capacity(200);
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)

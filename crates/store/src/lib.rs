@@ -171,6 +171,7 @@ impl Store {
                     c.busy_timeout(std::time::Duration::from_secs(30))?;
                     c.pragma_update(None, "synchronous", "NORMAL")?;
                     c.pragma_update(None, "wal_autocheckpoint", 0)?;
+                    c.pragma_update(None, "journal_size_limit", crate::intake::WAL_SIZE_LIMIT)?;
                     guard.insert(c)
                 }
             };

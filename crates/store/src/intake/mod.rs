@@ -20,6 +20,7 @@ mod sqlite;
 
 pub use events::{EventsCommand, EventsReply, TrackedEvent, path_of};
 pub(crate) use score::profile_of_row;
+pub(crate) use sqlite::WAL_SIZE_LIMIT;
 
 use crate::db::{Db, is_retryable};
 use crate::leads::{Lead, LeadRow};
