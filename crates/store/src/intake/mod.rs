@@ -366,7 +366,7 @@ pub(crate) async fn start(
             sqlite::checkpointer(&path, Arc::downgrade(&alive))?;
             let ctx = WriterCtx { models, targets: Default::default() };
             std::thread::Builder::new()
-                .name("voronka-sqlite-writer".into())
+                .name("vk-sqlite-writer".into())
                 .spawn(move || {
                     if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive) {
                         tracing::error!(error = %format!("{e:#}"), "the SQLite intake writer stopped");

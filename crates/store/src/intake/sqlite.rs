@@ -4,10 +4,11 @@
 //! whole batch quickly.
 //!
 //! Durability is pipelined: the writer commits a batch into the WAL without waiting for
-//! the disk (`synchronous=NORMAL` on this connection) and hands the batch's answers to a
-//! second thread, which fsyncs the WAL file and only then answers. While the disk flushes
-//! batch N the writer already builds batch N+1; one fsync covers every batch committed
-//! before it. An acknowledged lead is therefore exactly as durable as with
+//! the disk (`synchronous=NORMAL` on this connection) and hands the batch's answers to one
+//! of two flushing threads, which fsyncs the WAL file and only then answers. While the disk
+//! flushes batch N the writer already builds batch N+1, and N+1 gets its own fsync at once
+//! from the other thread instead of waiting for N's to end; one fsync covers every batch
+//! committed before it began. An acknowledged lead is therefore exactly as durable as with
 //! `synchronous=FULL` (its WAL frames are on disk before the 2xx), but the writer no
 //! longer sits idle during each flush. A crash can lose only batches not yet answered.
 //! The other connections keep `synchronous=FULL`, except the store's bookkeeping
@@ -85,7 +86,7 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::R
     // A checkpoint fsyncs the WAL before copying it and the database file after.
     conn.pragma_update(None, "synchronous", "FULL")?;
     let wal = wal_path(path);
-    std::thread::Builder::new().name("voronka-sqlite-checkpoint".into()).spawn(move || {
+    std::thread::Builder::new().name("vk-sqlite-ckpt".into()).spawn(move || {
         let mut last = std::time::Instant::now();
         while alive.upgrade().is_some() {
             std::thread::sleep(Duration::from_millis(100));
@@ -113,11 +114,16 @@ pub(super) fn run(
     alive: std::sync::Arc<()>,
 ) -> anyhow::Result<()> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Committed>();
+    let done_rx = std::sync::Arc::new(std::sync::Mutex::new(done_rx));
     let wal = wal_path(path);
-    let syncer = std::thread::Builder::new()
-        .name("voronka-sqlite-sync".into())
-        .spawn(move || syncer(&wal, done_rx, alive))
-        .context("cannot start the SQLite sync thread")?;
+    let syncers = (0..SYNCERS)
+        .map(|i| {
+            let (wal, rx, alive) = (wal.clone(), done_rx.clone(), alive.clone());
+            std::thread::Builder::new().name(format!("vk-sqlite-sync{i}")).spawn(move || syncer(&wal, &rx, alive))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .context("cannot start the SQLite sync threads")?;
+    drop(alive);
     while let Some(first) = rx.blocking_recv() {
         let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
         let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx }));
@@ -128,9 +134,16 @@ pub(super) fn run(
         }
     }
     drop(done_tx);
-    let _ = syncer.join();
+    for s in syncers {
+        let _ = s.join();
+    }
     Ok(())
 }
+
+/// Threads flushing the WAL (thread names are kept within the kernel's 15 characters, so
+/// that `top -H` and `perf` tell the writer, the flushers and the checkpointer apart). A batch committed while one of them is in an fsync gets its
+/// own at once from another, instead of waiting for that one to end and then for its own.
+const SYNCERS: usize = 2;
 
 fn wal_path(path: &Path) -> std::path::PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -143,12 +156,17 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
 /// When the flush fails nothing is acknowledged: each answer becomes a storage error.
 type Committed = (Results, Vec<ReplyTx>, Vec<Meta>);
 
-fn syncer(wal: &Path, rx: std::sync::mpsc::Receiver<Committed>, _alive: std::sync::Arc<()>) {
-    while let Ok(first) = rx.recv() {
-        let mut batches = vec![first];
-        while let Ok(more) = rx.try_recv() {
-            batches.push(more);
-        }
+fn syncer(wal: &Path, rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Committed>>, _alive: std::sync::Arc<()>) {
+    loop {
+        let batches = {
+            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let Ok(first) = rx.recv() else { return };
+            let mut batches = vec![first];
+            while let Ok(more) = rx.try_recv() {
+                batches.push(more);
+            }
+            batches
+        };
         // Any descriptor of the file will do: fsync flushes the file, not the descriptor.
         let synced = std::fs::OpenOptions::new().read(true).write(true).open(wal).and_then(|f| f.sync_data());
         for (results, replies, _metas) in batches {
