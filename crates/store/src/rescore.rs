@@ -465,6 +465,7 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) ->
     writer.pragma_update(None, "cache_size", -262_144)?;
     // The checkpoint thread copies the WAL back; this pass never waits for it.
     writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+    writer.pragma_update(None, "journal_size_limit", crate::intake::WAL_SIZE_LIMIT)?;
     // Index builds sort in temporary files (in the page cache, deleted when closed), on
     // every core: SQLite's sorter merges file-backed runs on helper threads, and with its
     // runs in memory (`temp_store=MEMORY`) building the two list indexes of 1 M score rows

@@ -5,10 +5,10 @@
 //!
 //! Durability is pipelined: the writer commits a batch into the WAL without waiting for
 //! the disk (`synchronous=NORMAL` on this connection) and hands the batch's answers to one
-//! of two flushing threads, which fsyncs the WAL file and only then answers. While the disk
-//! flushes batch N the writer already builds batch N+1, and N+1 gets its own fsync at once
-//! from the other thread instead of waiting for N's to end; one fsync covers every batch
-//! committed before it began. An acknowledged lead is therefore exactly as durable as with
+//! of two flushing threads, which fsync the WAL file and only then answer. While the disk
+//! flushes batch N the writer already builds batch N+1, and N+1 gets its own fsync from
+//! the other thread, when that one is idle, instead of waiting for N's to end; one fsync
+//! covers every batch committed before it began. An acknowledged lead is therefore exactly as durable as with
 //! `synchronous=FULL` (its WAL frames are on disk before the 2xx), but the writer no
 //! longer sits idle during each flush. A crash can lose only batches not yet answered.
 //! The other connections keep `synchronous=FULL`, except the store's bookkeeping
@@ -27,6 +27,7 @@ use serde_json::Value;
 use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -114,36 +115,44 @@ pub(super) fn run(
     alive: std::sync::Arc<()>,
 ) -> anyhow::Result<()> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Committed>();
-    let done_rx = std::sync::Arc::new(std::sync::Mutex::new(done_rx));
+    let failed = std::sync::Arc::new(AtomicBool::new(false));
+    let flushers = std::sync::Arc::new(Flushers { rx: std::sync::Mutex::new(done_rx), failed: failed.clone() });
     let wal = wal_path(path);
-    let syncers = (0..SYNCERS)
+    // Names within the kernel's 15 characters, so that `top -H` and `perf` tell the
+    // writer, the flushers and the checkpointer apart.
+    let threads = (0..FLUSHERS)
         .map(|i| {
-            let (wal, rx, alive) = (wal.clone(), done_rx.clone(), alive.clone());
-            std::thread::Builder::new().name(format!("vk-sqlite-sync{i}")).spawn(move || syncer(&wal, &rx, alive))
+            let (wal, flushers, alive) = (wal.clone(), flushers.clone(), alive.clone());
+            std::thread::Builder::new().name(format!("vk-sqlite-sync{i}")).spawn(move || flusher(&wal, &flushers, alive))
         })
         .collect::<Result<Vec<_>, _>>()
-        .context("cannot start the SQLite sync threads")?;
+        .context("cannot start the SQLite flushing threads")?;
+    // Only the flushers keep the receiver (a send fails once both have stopped) and the
+    // checkpointer alive.
+    drop(flushers);
     drop(alive);
     while let Some(first) = rx.blocking_recv() {
+        if failed.load(Ordering::SeqCst) {
+            anyhow::bail!("the SQLite WAL could not be flushed; intake stopped");
+        }
         let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
         let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx }));
-        // The submissions are dropped on the sync thread too: freeing them is work the
+        // The submissions are dropped on a flushing thread too: freeing them is work the
         // writer need not do.
         if done_tx.send((results, replies, metas)).is_err() {
-            anyhow::bail!("the SQLite sync thread stopped");
+            anyhow::bail!("the SQLite flushing threads stopped");
         }
     }
     drop(done_tx);
-    for s in syncers {
-        let _ = s.join();
+    for t in threads {
+        let _ = t.join();
     }
     Ok(())
 }
 
-/// Threads flushing the WAL (thread names are kept within the kernel's 15 characters, so
-/// that `top -H` and `perf` tell the writer, the flushers and the checkpointer apart). A batch committed while one of them is in an fsync gets its
-/// own at once from another, instead of waiting for that one to end and then for its own.
-const SYNCERS: usize = 2;
+/// Threads flushing the WAL. A batch committed while one of them is in an fsync gets its
+/// own from the other when that one is idle, instead of waiting for the first to end.
+const FLUSHERS: usize = 2;
 
 fn wal_path(path: &Path) -> std::path::PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -151,15 +160,29 @@ fn wal_path(path: &Path) -> std::path::PathBuf {
     wal.into()
 }
 
-/// Answers committed batches once the WAL holding them is on disk: takes every batch
-/// waiting, fsyncs the WAL file once for all of them, then answers them in commit order.
-/// When the flush fails nothing is acknowledged: each answer becomes a storage error.
+/// A committed batch: its results, the submitters' reply channels and the submissions.
 type Committed = (Results, Vec<ReplyTx>, Vec<Meta>);
 
-fn syncer(wal: &Path, rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Committed>>, _alive: std::sync::Arc<()>) {
+/// What the flushing threads share.
+struct Flushers {
+    rx: std::sync::Mutex<std::sync::mpsc::Receiver<Committed>>,
+    /// Set for good by the first failed fsync.
+    failed: std::sync::Arc<AtomicBool>,
+}
+
+/// Answers committed batches once the WAL holding them is on disk: takes every batch
+/// waiting, fsyncs the WAL file once for all of them (each was committed before the fsync
+/// began), then answers them in commit order.
+///
+/// A failed fsync answers its batches with a storage error and stops every later
+/// acknowledgement, on both threads: after a failed flush the kernel may report the error
+/// to one descriptor only, and a later fsync that succeeds does not bring back the pages
+/// it lost (nor the WAL frames after them, whose checksums chain to theirs). The writer
+/// stops at its next batch.
+fn flusher(wal: &Path, shared: &Flushers, _alive: std::sync::Arc<()>) {
     loop {
         let batches = {
-            let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+            let rx = shared.rx.lock().unwrap_or_else(|p| p.into_inner());
             let Ok(first) = rx.recv() else { return };
             let mut batches = vec![first];
             while let Ok(more) = rx.try_recv() {
@@ -168,12 +191,21 @@ fn syncer(wal: &Path, rx: &std::sync::Mutex<std::sync::mpsc::Receiver<Committed>
             batches
         };
         // Any descriptor of the file will do: fsync flushes the file, not the descriptor.
-        let synced = std::fs::OpenOptions::new().read(true).write(true).open(wal).and_then(|f| f.sync_data());
+        let mut synced = std::fs::OpenOptions::new().read(true).write(true).open(wal).and_then(|f| f.sync_data());
+        match &synced {
+            Err(e) => {
+                shared.failed.store(true, Ordering::SeqCst);
+                tracing::error!(error = %e, wal = %wal.display(), "cannot flush the SQLite WAL; nothing more is acknowledged");
+            }
+            Ok(()) if shared.failed.load(Ordering::SeqCst) => {
+                synced = Err(std::io::Error::other("an earlier flush of the write-ahead log failed"));
+            }
+            Ok(()) => {}
+        }
         for (results, replies, _metas) in batches {
             match &synced {
                 Ok(()) => reply_all(results, replies),
                 Err(e) => {
-                    tracing::error!(error = %e, wal = %wal.display(), "cannot flush the SQLite WAL; the batch is not acknowledged");
                     let n = results.len();
                     let failed =
                         (0..n).map(|_| Err(IntakeError::Storage(anyhow::anyhow!("cannot flush the write-ahead log: {e}")))).collect();
@@ -647,8 +679,20 @@ mod tests {
     /// complete checkpoint starts the log over and cuts the file back.
     #[test]
     fn the_wal_file_is_cut_back_after_a_burst() {
+        /// Removes the database and its WAL and shared-memory files, also when an assertion failed.
+        struct Remove(std::path::PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                for suffix in ["", "-wal", "-shm"] {
+                    let mut p = self.0.as_os_str().to_owned();
+                    p.push(suffix);
+                    let _ = std::fs::remove_file(std::path::PathBuf::from(p));
+                }
+            }
+        }
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let path = std::env::temp_dir().join(format!("voronka-wal-{}-{nanos}.db", std::process::id()));
+        let _remove = Remove(path.clone());
         drop(Connection::open(&path).expect("create the file"));
         let conn = open(&path).expect("open");
         conn.execute_batch("CREATE TABLE burst (b BLOB NOT NULL)").expect("create");
@@ -666,11 +710,31 @@ mod tests {
         assert!(size() <= WAL_SIZE_LIMIT, "the WAL file kept {} bytes", size());
         let rows: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("count");
         assert_eq!(rows, (WAL_SIZE_LIMIT >> 20) + 17);
-        drop(conn);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = path.as_os_str().to_owned();
-            p.push(suffix);
-            let _ = std::fs::remove_file(std::path::PathBuf::from(p));
-        }
+    }
+
+    /// A flushing thread answers a batch only after its fsync succeeded and while no flush
+    /// has ever failed: after the first failure nothing more is acknowledged.
+    #[test]
+    fn nothing_is_acknowledged_after_a_failed_flush() {
+        let file = std::env::temp_dir().join(format!("voronka-flush-{}.wal", std::process::id()));
+        std::fs::write(&file, b"wal").expect("write");
+        use super::super::Done;
+        let answer = |wal: &Path, failed: bool| -> (Result<Done, IntakeError>, bool) {
+            let (tx, rx) = std::sync::mpsc::channel::<Committed>();
+            let shared = Flushers { rx: std::sync::Mutex::new(rx), failed: std::sync::Arc::new(AtomicBool::new(failed)) };
+            let (reply, answered) = tokio::sync::oneshot::channel();
+            let done = Done::Events(super::super::EventsReply { accepted: 1, lead_id: None });
+            tx.send((vec![Ok(done)], vec![reply], Vec::new())).expect("send");
+            drop(tx);
+            flusher(wal, &shared, std::sync::Arc::new(()));
+            (answered.blocking_recv().expect("an answer"), shared.failed.load(Ordering::SeqCst))
+        };
+        let (ok, failed) = answer(&file, false);
+        assert!(ok.is_ok() && !failed, "a flushed batch is acknowledged");
+        let (err, failed) = answer(&file.with_extension("missing"), false);
+        assert!(matches!(err, Err(IntakeError::Storage(_))) && failed, "a failed flush answers an error and is remembered");
+        let (err, _) = answer(&file, true);
+        assert!(matches!(err, Err(IntakeError::Storage(_))), "after a failed flush a good one acknowledges nothing");
+        let _ = std::fs::remove_file(&file);
     }
 }
