@@ -4,11 +4,10 @@
 //! whole batch quickly.
 //!
 //! Durability is pipelined: the writer commits a batch into the WAL without waiting for
-//! the disk (`synchronous=NORMAL` on this connection) and hands the batch's answers to one
-//! of two flushing threads, which fsync the WAL file and only then answer. While the disk
-//! flushes batch N the writer already builds batch N+1, and N+1 gets its own fsync from
-//! the other thread, when that one is idle, instead of waiting for N's to end; one fsync
-//! covers every batch committed before it began. An acknowledged lead is therefore exactly as durable as with
+//! the disk (`synchronous=NORMAL` on this connection) and hands the batch's answers to a
+//! flushing thread, which fsyncs the WAL file and only then answers. While the disk
+//! flushes batch N the writer already builds batch N+1; one fsync covers every batch
+//! committed before it began. An acknowledged lead is therefore exactly as durable as with
 //! `synchronous=FULL` (its WAL frames are on disk before the 2xx), but the writer no
 //! longer sits idle during each flush. A crash can lose only batches not yet answered.
 //! The other connections keep `synchronous=FULL`, except the store's bookkeeping
@@ -127,7 +126,7 @@ pub(super) fn run(
         })
         .collect::<Result<Vec<_>, _>>()
         .context("cannot start the SQLite flushing threads")?;
-    // Only the flushers keep the receiver (a send fails once both have stopped) and the
+    // Only the flushers keep the receiver (a send fails once they have stopped) and the
     // checkpointer alive.
     drop(flushers);
     drop(alive);
@@ -150,9 +149,11 @@ pub(super) fn run(
     Ok(())
 }
 
-/// Threads flushing the WAL. A batch committed while one of them is in an fsync gets its
-/// own from the other when that one is idle, instead of waiting for the first to end.
-const FLUSHERS: usize = 2;
+/// Threads flushing the WAL. With two, a batch committed during one's fsync got its own
+/// from the other instead of waiting for the first to end; over ten runs of `bench intake`
+/// alternating with one thread that made no measurable difference (5 of 10 ahead, means
+/// within 1 %), so one it is.
+const FLUSHERS: usize = 1;
 
 fn wal_path(path: &Path) -> std::path::PathBuf {
     let mut wal = path.as_os_str().to_owned();
@@ -175,7 +176,7 @@ struct Flushers {
 /// began), then answers them in commit order.
 ///
 /// A failed fsync answers its batches with a storage error and stops every later
-/// acknowledgement, on both threads: after a failed flush the kernel may report the error
+/// acknowledgement, on every flushing thread: after a failed flush the kernel may report the error
 /// to one descriptor only, and a later fsync that succeeds does not bring back the pages
 /// it lost (nor the WAL frames after them, whose checksums chain to theirs). The writer
 /// stops at its next batch.
