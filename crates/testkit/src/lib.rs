@@ -199,10 +199,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `bin serve` on `url` and waits for its `listening on` line.
     pub async fn start(bin: &str, url: &str, extra: &[&str]) -> ServerProcess {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--database-url", url];
+        args.extend_from_slice(extra);
+        ServerProcess::spawn(bin, &args).await
+    }
+
+    /// Starts `bin` with `args` and waits for its `listening on` line.
+    pub async fn spawn(bin: &str, args: &[&str]) -> ServerProcess {
         use tokio::io::AsyncBufReadExt;
         let mut child = tokio::process::Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-            .args(extra)
+            .args(args)
             .env("VORONKA_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::piped())

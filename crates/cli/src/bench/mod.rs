@@ -18,6 +18,8 @@ use voronka_domain::SystemClock;
 use voronka_store::seed::SeedSpec;
 use voronka_store::{CountOf, Store, StoreConfig};
 
+mod floor;
+
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Durable lead intake over HTTP (POST /api/v1/leads), and GET /healthz as the ceiling.
@@ -32,6 +34,9 @@ pub enum BenchCommand {
     Seed(SeedArgs),
     /// `voronka import` of a generated Windows-1251 `;` CSV (every row through the intake).
     Import(ImportBenchArgs),
+    /// The SQLite intake floor's server, started by `bench intake` (see bench/floor.rs).
+    #[command(hide = true)]
+    FloorServe(floor::FloorServeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -169,10 +174,15 @@ pub struct IntakeArgs {
     /// one; nothing is preloaded, the database is kept, and `--backend` is ignored.
     #[arg(long, value_name = "URL")]
     existing_database: Option<String>,
-    /// Skip the PostgreSQL floor (what PostgreSQL alone takes to insert the rows of a lead),
-    /// measured after the HTTP run.
+    /// Skip the floors measured after the HTTP run: on SQLite a bare HTTP handler with group
+    /// commit (one row a lead, then a lead's rows), on PostgreSQL the database alone
+    /// inserting the rows of a lead.
     #[arg(long)]
     no_floor: bool,
+    /// Indexes of Voronka's schema the SQLite floor of a lead's rows runs without (repeat
+    /// the option), to see what each costs the writer.
+    #[arg(long, value_name = "NAME")]
+    floor_without_index: Vec<String>,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -182,6 +192,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Rescore(a) => rescore(a).await,
         BenchCommand::Ui(a) => ui(a).await,
         BenchCommand::Import(a) => import_bench(a).await,
+        BenchCommand::FloorServe(a) => floor::serve(a).await,
         BenchCommand::Seed(a) => {
             let store = Store::open(&StoreConfig::new(&a.database_url), Arc::new(SystemClock)).await?;
             let owners = if a.managers > 0 { bench_users(&store, a.managers).await? } else { Vec::new() };
@@ -397,17 +408,22 @@ fn pages(addr: SocketAddr, requests: u64, make: MakeReq) -> Result<Stats> {
 
 /// Ids of the first 100 leads of `GET /api/v1/leads?{query}`.
 async fn lead_ids(addr: SocketAddr, token: &str, query: &str) -> Result<Vec<String>> {
+    let v = get_json(addr, &format!("/api/v1/leads?limit=100&{query}"), token).await.context("lead list")?;
+    Ok(v["items"].as_array().into_iter().flatten().filter_map(|l| l["id"].as_str().map(str::to_string)).collect())
+}
+
+/// One `GET` on a connection of its own, its body read as JSON.
+async fn get_json(addr: SocketAddr, path: &str, token: &str) -> Result<serde_json::Value> {
     let stream = TcpStream::connect(addr).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let req = Request::get(format!("/api/v1/leads?limit=100&{query}"))
+    let req = Request::get(path)
         .header("host", addr.to_string())
         .header("authorization", format!("Bearer {token}"))
         .body(Full::new(Bytes::new()))?;
     let resp = sender.send_request(req).await?;
     let body = resp.into_body().collect().await?.to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&body).context("lead list")?;
-    Ok(v["items"].as_array().into_iter().flatten().filter_map(|l| l["id"].as_str().map(str::to_string)).collect())
+    Ok(serde_json::from_slice(&body)?)
 }
 
 /// Surnames searched for in the inbox, URL-encoded: Смирнова, Кузнецов, Smith, "иван".
@@ -847,10 +863,16 @@ fn proc_cpu_ticks(pid: u32) -> Option<u64> {
 
 impl Server {
     pub async fn start(url: &str, extra: &[&str]) -> Result<Server> {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--database-url", url];
+        args.extend_from_slice(extra);
+        Server::spawn(&args).await
+    }
+
+    /// This binary with `args`, once it prints "listening on http://ADDR".
+    async fn spawn(args: &[&str]) -> Result<Server> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
-            .args(extra)
+            .args(args)
             .env("VORONKA_LOG", std::env::var("VORONKA_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1029,20 +1051,9 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     println!("[{name}] the server was busy with start-up work (the first score refresh) for {:.1} s", waited.as_secs_f64());
     let addr = server.addr;
     let host = addr.to_string();
-
-    let h = host.clone();
     let health: MakeReq =
-        Arc::new(move |_| Request::get("/healthz").header("host", h.as_str()).body(Full::new(Bytes::new())).expect("static request"));
-    let auth = format!("Bearer {token}");
-    let salt = (chrono::Utc::now().timestamp_micros() as u64) % 1_000_003;
-    let post: MakeReq = Arc::new(move |n| {
-        Request::post("/api/v1/leads")
-            .header("host", host.as_str())
-            .header("content-type", "application/json")
-            .header("authorization", auth.as_str())
-            .body(Full::new(lead_body(n, salt)))
-            .expect("static request")
-    });
+        Arc::new(move |_| Request::get("/healthz").header("host", host.as_str()).body(Full::new(Bytes::new())).expect("static request"));
+    let post = lead_posts(addr, &token);
 
     let (c, d, w) = (a.connections, a.duration as f64, a.warmup as f64);
     let hs = tokio::task::spawn_blocking({
@@ -1055,15 +1066,7 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     .await??;
     println!("[{name}] {}", hs.line("GET /healthz (ceiling)"));
 
-    let server_pid = server.child.id().unwrap_or(0);
-    let (is, cpu) = tokio::task::spawn_blocking(move || -> Result<(Stats, CpuSplit)> {
-        // Distinct numbers for warm-up and measurement: every request makes a new lead.
-        load(addr, c, w, post.clone(), &[200, 201], 0)?;
-        let before = CpuSplit::now(server_pid);
-        let s = load(addr, c, d, post, &[200, 201], 100_000_000)?;
-        Ok((s, CpuSplit::now(server_pid).since(&before)))
-    })
-    .await??;
+    let (is, cpu) = drive_intake(&server, post, c, d, w).await?;
     println!("[{name}] {}", is.line("POST /api/v1/leads"));
     println!("[{name}] {}", cpu.line(is.ok, which == Which::Postgres));
     let memory = server.memory_line();
@@ -1075,6 +1078,27 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     println!("[{name}] server {memory}; {leads} leads in the database after the run");
     if is.errors > 0 {
         bail!("{} intake requests failed", is.errors);
+    }
+    if which == Which::Sqlite && !a.no_floor {
+        for rows in [floor::FloorRows::One, floor::FloorRows::Lead] {
+            let without: &[String] = if rows == floor::FloorRows::Lead { &a.floor_without_index } else { &[] };
+            let f = sqlite_intake_floor(rows, without, c, d, w).await?;
+            let what = match rows {
+                floor::FloorRows::One => "one row a lead".to_string(),
+                floor::FloorRows::Lead if without.is_empty() => "a lead's rows".to_string(),
+                floor::FloorRows::Lead => format!("a lead's rows, without the indexes {}", without.join(", ")),
+            };
+            println!(
+                "[{name}] the floor: a bare HTTP handler and SQLite group commit (the WAL fsynced beside the writer, no \
+                 checkpoints, no auth, no lookups, no scoring), {what}:"
+            );
+            println!("[{name}]   {}", f.stats.line("POST /api/v1/leads (floor)"));
+            println!("[{name}]   {}", f.cpu.line(f.stats.ok, false));
+            println!("[{name}]   {}", f.writer_line());
+            if f.stats.errors > 0 {
+                bail!("{} floor requests failed", f.stats.errors);
+            }
+        }
     }
     if which == Which::Postgres && !a.no_floor {
         for (conns, batch) in [(4, 8), (4, 64)] {
@@ -1088,6 +1112,104 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Requests creating a new lead each (a distinct phone and e-mail for every number).
+fn lead_posts(addr: SocketAddr, token: &str) -> MakeReq {
+    let host = addr.to_string();
+    let auth = format!("Bearer {token}");
+    let salt = (chrono::Utc::now().timestamp_micros() as u64) % 1_000_003;
+    Arc::new(move |n| {
+        Request::post("/api/v1/leads")
+            .header("host", host.as_str())
+            .header("content-type", "application/json")
+            .header("authorization", auth.as_str())
+            .body(Full::new(lead_body(n, salt)))
+            .expect("static request")
+    })
+}
+
+/// `w` seconds of warm-up, then `d` measured seconds of `post` from `c` connections, and the
+/// CPU the server, PostgreSQL and this process spent in the measured part.
+async fn drive_intake(server: &Server, post: MakeReq, c: usize, d: f64, w: f64) -> Result<(Stats, CpuSplit)> {
+    measure(server, post.clone(), c, w, 0).await?;
+    // Distinct numbers for warm-up and measurement: every request makes a new lead.
+    measure(server, post, c, d, 100_000_000).await
+}
+
+/// `secs` seconds of `post` from `c` connections, numbered from `first`, and the CPU spent.
+async fn measure(server: &Server, post: MakeReq, c: usize, secs: f64, first: u64) -> Result<(Stats, CpuSplit)> {
+    let (addr, server_pid) = (server.addr, server.child.id().unwrap_or(0));
+    tokio::task::spawn_blocking(move || -> Result<(Stats, CpuSplit)> {
+        let before = CpuSplit::now(server_pid);
+        let s = load(addr, c, secs, post, &[200, 201], first)?;
+        Ok((s, CpuSplit::now(server_pid).since(&before)))
+    })
+    .await?
+}
+
+/// A run of the SQLite intake floor: the load's figures, the CPU, and the floor's writer.
+struct SqliteFloor {
+    stats: Stats,
+    cpu: CpuSplit,
+    /// Leads, batches, ns inserting, ns committing, ns fsyncing, fsyncs, in the measured part.
+    writer: [u64; 6],
+}
+
+impl SqliteFloor {
+    const COUNTERS: [&str; 6] = ["leads", "batches", "insert_ns", "commit_ns", "fsync_ns", "fsyncs"];
+
+    /// What the writer and the flushing thread did, and the most one writer could do.
+    fn writer_line(&self) -> String {
+        let [leads, batches, insert_ns, commit_ns, fsync_ns, fsyncs] = self.writer.map(|v| v as f64);
+        let per_lead = |ns: f64| ns / 1000.0 / leads.max(1.0);
+        format!(
+            "the writer: {:.1} leads a batch, {:.1} µs a lead inserting and {:.1} µs committing (writing the WAL), busy \
+             {:.0} % of the time: at most {:.0} leads/s for one writer; fsync {:.2} ms on average",
+            leads / batches.max(1.0),
+            per_lead(insert_ns),
+            per_lead(commit_ns),
+            (insert_ns + commit_ns) / 1e7 / self.stats.secs.max(1e-9),
+            1e6 / per_lead(insert_ns + commit_ns).max(1e-9),
+            fsync_ns / 1e6 / fsyncs.max(1.0),
+        )
+    }
+}
+
+/// The SQLite intake floor (see bench/floor.rs) on a fresh database beside the others,
+/// removed afterwards, driven like `voronka serve`.
+async fn sqlite_intake_floor(rows: floor::FloorRows, without: &[String], c: usize, d: f64, w: f64) -> Result<SqliteFloor> {
+    let tag = format!("{}_{}", std::process::id(), chrono::Utc::now().timestamp_millis());
+    let dir = std::env::temp_dir().join(format!("voronka_floor_{tag}"));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("floor.db");
+    let run = async {
+        if rows == floor::FloorRows::Lead {
+            // Voronka's schema, with every index of the tables the floor writes.
+            Store::open(&StoreConfig::new(format!("sqlite://{}", path.display())), Arc::new(SystemClock)).await?.close().await;
+        }
+        let db = path.to_str().context("a temporary path that is not UTF-8")?;
+        let mut args = vec!["bench", "floor-serve", "--database", db, "--rows", rows.arg()];
+        for name in without {
+            args.extend(["--without-index", name.as_str()]);
+        }
+        let server = Server::spawn(&args).await?;
+        let post = lead_posts(server.addr, "floor");
+        let counters = |v: serde_json::Value| SqliteFloor::COUNTERS.map(|k| v[k].as_u64().unwrap_or(0));
+        let r = async {
+            measure(&server, post.clone(), c, w, 0).await?;
+            let before = counters(get_json(server.addr, "/floor/stats", "").await?);
+            let (stats, cpu) = measure(&server, post, c, d, 100_000_000).await?;
+            let after = counters(get_json(server.addr, "/floor/stats", "").await?);
+            anyhow::Ok(SqliteFloor { stats, cpu, writer: std::array::from_fn(|i| after[i].saturating_sub(before[i])) })
+        }
+        .await;
+        server.stop().await?;
+        r
+    };
+    let r = run.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
 }
 
 /// CPU time (clock ticks) of the server, of PostgreSQL's processes and of this process.
