@@ -299,16 +299,33 @@ async fn a_user_created_from_the_command_line_logs_in_with_the_password_from_std
     assert!(err.contains("role") && err.trim().lines().count() == 1, "{err}");
 }
 
+/// A directory removed when the test ends, passed or failed.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("voronka_{name}_{}_{}", std::process::id(), uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// `voronka bench floor-serve`, the SQLite intake floor that `bench intake` measures Voronka
-/// against: each lead is answered only once all of its rows are in the database (the lead,
-/// its two identities, its arrival event, its score row, its outbox message), its counters
-/// say what it wrote, a body that is not a lead is refused, and an index it is told to run
-/// without must exist.
+/// against: an answered lead has all of its rows in the database (the lead, its two
+/// identities, its arrival event, its score row, its outbox message) and a failed batch none;
+/// its counters say what it wrote; a body that is not a lead is refused; the indexes it is
+/// told to run without are dropped, and one that does not exist is an error naming it; with
+/// `--rows one` it writes one row a lead.
 #[tokio::test]
-async fn the_intake_floor_writes_every_row_of_a_lead_before_answering() {
-    let dir = std::env::temp_dir().join(format!("voronka_floor_test_{}_{}", std::process::id(), uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("floor.db");
+async fn the_intake_floor_writes_every_row_of_an_answered_lead_and_none_of_a_failed_one() {
+    let dir = TempDir::new("floor_test");
+    let path = dir.0.join("floor.db");
     let url = format!("sqlite://{}", path.display());
     let out = voronka(&["migrate"], &url);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -321,21 +338,26 @@ async fn the_intake_floor_writes_every_row_of_a_lead_before_answering() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_index"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let srv = ServerProcess::spawn(BIN, &["bench", "floor-serve", "--database", db, "--rows", "lead"]).await;
+    let srv =
+        ServerProcess::spawn(BIN, &["bench", "floor-serve", "--database", db, "--rows", "lead", "--without-index", "leads_phone"]).await;
+    let lead = |i: u32| {
+        json!({"name": format!("Пол {i}"), "phone": format!("+7901000000{i}"), "email": format!("floor{i}@example.ru"),
+               "channel": "web_form", "utm": {"source": "yandex"}})
+    };
     for i in 0..3 {
-        let body = json!({"name": format!("Пол {i}"), "phone": format!("+7901000000{i}"), "email": format!("floor{i}@example.ru"),
-                          "channel": "web_form", "utm": {"source": "yandex"}});
-        let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", None, Some(&body))).await;
+        let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", None, Some(&lead(i)))).await;
         assert_eq!(r.status, 201, "{}", r.text());
         assert!(r.json()["id"].as_str().is_some());
     }
+    // The same phone again breaks the identities' key: the batch fails and leaves nothing.
+    let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", None, Some(&lead(1)))).await;
+    assert_eq!(r.status, 500, "{}", r.text());
     let bad = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", None, Some(&json!({"name": 5})))).await;
     assert_eq!(bad.status, 422, "{}", bad.text());
     let stats = send(srv.addr, json_request(srv.addr, "GET", "/floor/stats", None, None)).await.json();
-    assert_eq!(stats["leads"], 3);
-    assert!(stats["fsyncs"].as_u64().unwrap() >= 1, "{stats}");
+    assert_eq!(stats["leads"], 3, "{stats}");
+    assert!(stats["fsyncs"].as_u64().unwrap() >= 3, "{stats}");
 
-    // Read while the floor still runs: every answered lead is committed.
     let conn = rusqlite::Connection::open(&path).unwrap();
     let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
     assert_eq!(count("SELECT count(*) FROM leads WHERE channel = 'web_form' AND utm_source = 'yandex'"), 3);
@@ -343,7 +365,21 @@ async fn the_intake_floor_writes_every_row_of_a_lead_before_answering() {
     assert_eq!(count("SELECT count(*) FROM events WHERE kind = 'lead_created' AND lead_id IS NOT NULL"), 3);
     assert_eq!(count("SELECT count(*) FROM lead_scores WHERE status = 'new'"), 3);
     assert_eq!(count("SELECT count(*) FROM outbox WHERE topic = 'lead.created'"), 3);
+    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_phone'"), 0);
+    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_email'"), 1);
     drop(conn);
     drop(srv);
-    let _ = std::fs::remove_dir_all(&dir);
+
+    let one = dir.0.join("one.db");
+    let srv = ServerProcess::spawn(BIN, &["bench", "floor-serve", "--database", one.to_str().unwrap(), "--rows", "one"]).await;
+    for i in 0..2 {
+        let r = send(srv.addr, json_request(srv.addr, "POST", "/api/v1/leads", None, Some(&lead(i)))).await;
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let conn = rusqlite::Connection::open(&one).unwrap();
+    assert_eq!(
+        conn.query_row("SELECT count(*) FROM floor_one WHERE body LIKE '%floor1@example.ru%'", [], |r| r.get::<_, i64>(0)).unwrap(),
+        1
+    );
+    assert_eq!(conn.query_row("SELECT count(*) FROM floor_one", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
 }

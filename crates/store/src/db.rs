@@ -47,7 +47,7 @@ pub fn redact(url: &str) -> String {
 }
 
 /// The file of a `sqlite://` URL (None for other backends).
-pub(crate) fn sqlite_path(url: &str) -> Result<Option<std::path::PathBuf>> {
+pub fn sqlite_path(url: &str) -> Result<Option<std::path::PathBuf>> {
     if Backend::of_url(url)? != Backend::Sqlite {
         return Ok(None);
     }

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use voronka_domain::Clock;
 
 pub use admin::{CountOf, Form, FormSpec, SCOPES, Site, TokenInfo, TokenListed, hash_token, random_key};
-pub use db::{Backend, PoolOptions, redact};
+pub use db::{Backend, PoolOptions, redact, sqlite_path};
 pub use intake::{EventsCommand, EventsReply, TrackedEvent};
 pub use intake::{IdempotencyKey, IntakeCommand, IntakeError, IntakeHandle, IntakeOutcome, IntakeReply, PendingReply, Submission};
 pub use leads::{Cursor, ExactContact, Lead, LeadFilter, LeadPage, LeadSort, TimelineItem, TimelinePage, decode_timeline_cursor};

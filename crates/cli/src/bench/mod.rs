@@ -1080,9 +1080,14 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
         bail!("{} intake requests failed", is.errors);
     }
     if which == Which::Sqlite && !a.no_floor {
+        let beside = match voronka_store::sqlite_path(url)?.as_deref().and_then(std::path::Path::parent) {
+            Some(p) if p.as_os_str().is_empty() => std::path::PathBuf::from("."),
+            Some(p) => p.to_path_buf(),
+            None => std::env::temp_dir(),
+        };
         for rows in [floor::FloorRows::One, floor::FloorRows::Lead] {
             let without: &[String] = if rows == floor::FloorRows::Lead { &a.floor_without_index } else { &[] };
-            let f = sqlite_intake_floor(rows, without, c, d, w).await?;
+            let f = sqlite_intake_floor(rows, without, &beside, c, d, w).await?;
             let what = match rows {
                 floor::FloorRows::One => "one row a lead".to_string(),
                 floor::FloorRows::Lead if without.is_empty() => "a lead's rows".to_string(),
@@ -1176,11 +1181,19 @@ impl SqliteFloor {
     }
 }
 
-/// The SQLite intake floor (see bench/floor.rs) on a fresh database beside the others,
-/// removed afterwards, driven like `voronka serve`.
-async fn sqlite_intake_floor(rows: floor::FloorRows, without: &[String], c: usize, d: f64, w: f64) -> Result<SqliteFloor> {
+/// The SQLite intake floor (see bench/floor.rs) on a fresh database in a directory of its own
+/// in `beside` (the measured database's directory: the same disk), removed afterwards,
+/// driven like `voronka serve`.
+async fn sqlite_intake_floor(
+    rows: floor::FloorRows,
+    without: &[String],
+    beside: &std::path::Path,
+    c: usize,
+    d: f64,
+    w: f64,
+) -> Result<SqliteFloor> {
     let tag = format!("{}_{}", std::process::id(), chrono::Utc::now().timestamp_millis());
-    let dir = std::env::temp_dir().join(format!("voronka_floor_{tag}"));
+    let dir = beside.join(format!("voronka_floor_{tag}"));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("floor.db");
     let run = async {
@@ -1394,4 +1407,27 @@ async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize)
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The floor's writer line from its counters: run 1 of the README's floor table.
+    #[test]
+    fn the_floor_writer_line_is_worked_out_from_its_counters() {
+        let leads = 147_955u64;
+        let f = SqliteFloor {
+            stats: Stats { ok: leads, errors: 0, secs: 10.0, lat_us: Vec::new() },
+            cpu: CpuSplit::default(),
+            // 27.1 µs a lead inserting, 36.5 µs committing, 24.6 leads a batch, fsync 0.57 ms.
+            writer: [leads, 6_014, 27_100 * leads, 36_500 * leads, 570_000 * 4_000, 4_000],
+        };
+        let line = f.writer_line();
+        for part in
+            ["24.6 leads a batch", "27.1 µs a lead inserting", "36.5 µs committing", "busy 94 %", "at most 15723 leads/s", "fsync 0.57 ms"]
+        {
+            assert!(line.contains(part), "{part:?} not in {line:?}");
+        }
+    }
 }
