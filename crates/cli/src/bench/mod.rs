@@ -287,6 +287,15 @@ async fn rescore_one(a: &RescoreArgs, name: &str, url: &str, generate: bool) -> 
     );
     println!("[{name}] peak RSS of this process {}", self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "n/a".into()));
     store.close().await;
+    if name == "postgres" {
+        let floor = pg_rescore_floor(url, r.rescored).await?;
+        println!(
+            "[{name}] the floor: PostgreSQL alone, in one transaction, building a table of {} narrow score rows \
+             (id, score, priority, state, owner) anew from the old one with the score and priority changed, its key and the \
+             lists' four indexes, and swapping it in: {:.2} s (fill {:.2}, indexes {:.2}, swap and commit {:.2})",
+            r.rescored, floor.total, floor.update, floor.indexes, floor.commit
+        );
+    }
     if name == "sqlite" {
         let leads = r.rescored;
         // Beside the database under test: the same disk.
@@ -369,6 +378,57 @@ fn sqlite_floor(rows: u64, beside: &std::path::Path) -> Result<Floor> {
         Ok(Floor { total, update, indexes, commit: total - update - indexes })
     })();
     let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+/// The PostgreSQL counterpart of `sqlite_floor`: a table of only what the lists sort and
+/// filter by, in a schema of its own in the database under test (dropped afterwards), built
+/// anew from itself with every score and priority changed, its key and the four list
+/// indexes built, and swapped in, in one transaction — what Voronka's re-score does on
+/// PostgreSQL with nothing of Voronka's in it (no ledger, no scoring, no reading of events).
+async fn pg_rescore_floor(url: &str, rows: u64) -> Result<Floor> {
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(url).await?;
+    let schema = format!("voronka_floor_{}", std::process::id());
+    let r = async {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}; \
+             CREATE TABLE {schema}.s (lead_id UUID NOT NULL, score FLOAT8 NOT NULL, priority FLOAT8 NOT NULL, status TEXT, owner_id UUID); \
+             INSERT INTO {schema}.s SELECT gen_random_uuid(), r, r + random() * 20, \
+               (ARRAY['new', 'in_work', 'nurturing', 'refused', 'qualified'])[1 + n % 5], \
+               CASE WHEN n % 3 = 0 THEN NULL ELSE ('00000000-0000-0000-0000-0000000000' || lpad((n % 20)::text, 2, '0'))::uuid END \
+             FROM (SELECT n, random() * 100 AS r FROM generate_series(1, {rows}) n) g; \
+             ALTER TABLE {schema}.s ADD PRIMARY KEY (lead_id); \
+             CREATE INDEX ON {schema}.s (priority, lead_id); CREATE INDEX ON {schema}.s (score, lead_id); \
+             CREATE INDEX ON {schema}.s (status, priority, lead_id); CREATE INDEX ON {schema}.s (owner_id, priority, lead_id)"
+        )))
+        .execute(&pool)
+        .await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("VACUUM ANALYZE {schema}.s"))).execute(&pool).await?;
+        let t = Instant::now();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SET LOCAL maintenance_work_mem = '256MB'; CREATE TABLE {schema}.n (LIKE {schema}.s); \
+             INSERT INTO {schema}.n SELECT lead_id, score + 1, priority + 1, status, owner_id FROM {schema}.s"
+        )))
+        .execute(&pool)
+        .await?;
+        let update = t.elapsed().as_secs_f64();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {schema}.n ADD PRIMARY KEY (lead_id); \
+             CREATE INDEX ON {schema}.n (priority, lead_id); CREATE INDEX ON {schema}.n (score, lead_id); \
+             CREATE INDEX ON {schema}.n (status, priority, lead_id); CREATE INDEX ON {schema}.n (owner_id, priority, lead_id)"
+        )))
+        .execute(&pool)
+        .await?;
+        let indexes = t.elapsed().as_secs_f64() - update;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE {schema}.s; ALTER TABLE {schema}.n RENAME TO s; COMMIT")))
+            .execute(&pool)
+            .await?;
+        let total = t.elapsed().as_secs_f64();
+        anyhow::Ok(Floor { total, update, indexes, commit: total - update - indexes })
+    }
+    .await;
+    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ROLLBACK; DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&pool).await;
+    pool.close().await;
     r
 }
 
