@@ -972,13 +972,18 @@ impl Store {
         let now = self.now();
         let threshold = model.thresholds().sales_ready;
         let cross = lead.score < threshold && out.score >= threshold && matches!(lead.status.as_str(), "new" | "nurturing");
+        // Beside the lead's row, locked as a foreign key's check would (PostgreSQL's score
+        // table has none): a lead deleted meanwhile gets no score row.
+        let upsert = format!(
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM leads WHERE id = $1{} \
+             ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, \
+             profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
+             model_version = excluded.model_version, scored_at = excluded.scored_at",
+            if self.db.is_sqlite() { "" } else { " FOR KEY SHARE" }
+        );
         write_tx!(&self.db, tx => {
-            sqlx::query(
-                "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, \
-                 profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
-                 model_version = excluded.model_version, scored_at = excluded.scored_at",
-            )
+            sqlx::query(sqlx::AssertSqlSafe(upsert.clone()))
             .bind(id).bind(out.score).bind(out.priority).bind(out.profile).bind(out.temperature).bind(out.grade).bind(&out.ledger).bind(version).bind(now)
             .execute(&mut *tx).await?;
             if cross {

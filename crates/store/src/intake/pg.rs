@@ -400,8 +400,9 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let status: Vec<Option<&str>> = rows.iter().map(|r| r.created_status).collect();
         sqlx::query(
             "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status) \
-             SELECT * FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[], \
-             $8::int8[], $9::timestamptz[], $10::text[]) \
+             SELECT u.* FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[], \
+             $8::int8[], $9::timestamptz[], $10::text[]) AS u(lead_id) \
+             JOIN leads l ON l.id = u.lead_id FOR KEY SHARE OF l \
              ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, profile = excluded.profile, \
              temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
              model_version = excluded.model_version, scored_at = excluded.scored_at",

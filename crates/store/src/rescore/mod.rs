@@ -229,7 +229,14 @@ impl Store {
                     .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))?
                     .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score failed: {e}")))?
             }
-            Db::Pg(pool) => self.pg_pass(pool, &pass).await?,
+            // On a task of its own: a request that goes away (the client, a proxy's timeout)
+            // does not stop the pass between its steps.
+            Db::Pg(pool) => {
+                let (store, pool) = (self.clone(), pool.clone());
+                tokio::spawn(async move { store.pg_pass(&pool, &pass).await })
+                    .await
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("re-score stopped: {e}")))??
+            }
         };
         report.millis = started.elapsed().as_millis() as u64;
         Ok(report)
