@@ -310,6 +310,33 @@ fn placeholders(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
+/// The lead's fields the profile rules read, in the order of `PROFILE_COLUMNS` (the text
+/// fields, then the budget and the custom fields).
+pub(crate) const PROFILE_NAMES: [&str; 20] = [
+    "name",
+    "phone",
+    "email",
+    "messenger",
+    "company",
+    "position",
+    "city",
+    "interest",
+    "message",
+    "channel",
+    "campaign",
+    "source",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_content",
+    "utm_term",
+    "referrer",
+    "landing_page",
+    "tracking_number",
+];
+pub(crate) const PROFILE_COLUMNS: &str = "name, phone, email, messenger, company, position, city, interest, message, channel, campaign, \
+     source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields";
+
 const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
 
@@ -466,8 +493,6 @@ struct RangeScored {
 /// A pass that re-runs the profile rules reads the leads' fields alongside, in the same order.
 fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, until: Vec<u8>) -> rusqlite::Result<RangeScored> {
     use rusqlite::OptionalExtension;
-    const PROFILE_COLUMNS: &str = "name, phone, email, messenger, company, position, city, interest, message, channel, campaign, \
-         source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields";
     let mut read = c.prepare(&format!("{} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass)))?;
     let mut events_of = c.prepare("SELECT events FROM lead_inputs WHERE lead_id = ?1")?;
     let mut profiles = c.prepare(&format!("SELECT {PROFILE_COLUMNS}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
@@ -523,30 +548,8 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
 }
 
 fn sqlite_profile(r: &rusqlite::Row) -> rusqlite::Result<Profile> {
-    const NAMES: [&str; 20] = [
-        "name",
-        "phone",
-        "email",
-        "messenger",
-        "company",
-        "position",
-        "city",
-        "interest",
-        "message",
-        "channel",
-        "campaign",
-        "source",
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_content",
-        "utm_term",
-        "referrer",
-        "landing_page",
-        "tracking_number",
-    ];
-    let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(NAMES.len());
-    for (i, n) in NAMES.iter().enumerate() {
+    let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(PROFILE_NAMES.len());
+    for (i, n) in PROFILE_NAMES.iter().enumerate() {
         top.push((n, r.get(i)?));
     }
     let budget: Option<f64> = r.get(20)?;

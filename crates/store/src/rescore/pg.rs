@@ -1,6 +1,6 @@
 //! The re-scoring pass on PostgreSQL.
 
-use super::{CHUNK, Input, Output, Pass, RescoreReport, read_sql};
+use super::{CHUNK, Input, Output, PROFILE_COLUMNS, PROFILE_NAMES, Pass, RescoreReport, read_sql};
 use crate::ts::Ts;
 use crate::{Store, StoreError};
 use std::collections::HashMap;
@@ -193,11 +193,22 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Resul
     }
     if profile && !inputs.is_empty() {
         // The chunk's leads are a range of the key: read as one (a lookup per id took
-        // 0.19 s a chunk).
+        // 0.19 s a chunk), and only the fields the profile rules read.
+        use sqlx::Row;
         let (first, last) = (inputs[0].lead_id, inputs[inputs.len() - 1].lead_id);
-        let sql = format!("SELECT {} FROM {} WHERE l.id BETWEEN $1 AND $2", crate::leads::LEAD_COLUMNS, crate::leads::LEAD_FROM);
-        let rows: Vec<crate::leads::LeadRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(pool).await?;
-        let mut by_id: HashMap<Uuid, Profile> = rows.iter().map(|r| (r.id, crate::intake::profile_of_row(r))).collect();
+        let sql = format!("SELECT id, {PROFILE_COLUMNS} FROM leads WHERE id BETWEEN $1 AND $2");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(pool).await?;
+        let empty = serde_json::Map::new();
+        let mut by_id: HashMap<Uuid, Profile> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(PROFILE_NAMES.len());
+            for (i, n) in PROFILE_NAMES.iter().enumerate() {
+                top.push((n, r.try_get(i + 1)?));
+            }
+            let budget: Option<f64> = r.try_get(PROFILE_NAMES.len() + 1)?;
+            let fields: serde_json::Value = r.try_get(PROFILE_NAMES.len() + 2)?;
+            by_id.insert(r.try_get(0)?, Profile::new(&top, budget, fields.as_object().unwrap_or(&empty)));
+        }
         for i in inputs.iter_mut() {
             i.profile = by_id.remove(&i.lead_id);
         }
