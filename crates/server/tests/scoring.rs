@@ -507,6 +507,55 @@ async fn a_bulk_rescore_gives_the_scores_of_the_row_by_row_one() {
     rows.close().await;
 }
 
+/// PostgreSQL's bulk re-score asks for its locks on the score table in tries: a lock held
+/// elsewhere (a long write: SHARE; a long read: ACCESS SHARE, in the way of the swap) is
+/// waited out, and the table is built anew once it is let go.
+#[tokio::test]
+async fn a_bulk_rescore_on_postgres_waits_out_locks_held_elsewhere() {
+    use voronka_store::seed::SeedSpec;
+    use voronka_store::{Store, StoreConfig};
+    if backend() == "sqlite" {
+        return;
+    }
+    let db = TestDb::new().await;
+    let cfg = StoreConfig { rescore_bulk_rows: 1, ..StoreConfig::new(&db.url) };
+    let store = Store::open(&cfg, Arc::new(TestClock::new(now()))).await.unwrap();
+    store.seed(&SeedSpec { leads: 500, events_per_lead: 3, seed: 5, ..Default::default() }, |_| {}).await.unwrap();
+    let pg = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let starter = voronka_domain::scoring::starter_json();
+    let mut changed = starter.clone();
+    changed["rules"][15]["points"] = json!(6); // company 2 → 6
+    for (mode, lock, model) in [
+        ("SHARE", "LOCK TABLE lead_scores IN SHARE MODE", &changed),
+        ("ACCESS SHARE", "LOCK TABLE lead_scores IN ACCESS SHARE MODE", &starter),
+    ] {
+        let oid = || async { sqlx::query_scalar::<_, i64>("SELECT 'lead_scores'::regclass::oid::int8").fetch_one(&pg).await.unwrap() };
+        let before = oid().await;
+        let mut holder = pg.begin().await.unwrap();
+        sqlx::raw_sql(lock).execute(&mut *holder).await.unwrap();
+        let pass = tokio::spawn({
+            let (store, model) = (store.clone(), model.clone());
+            async move { store.put_model(&model).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert!(!pass.is_finished(), "the pass waits while the score table is held in {mode} mode");
+        holder.commit().await.unwrap();
+        let (_, report) = pass.await.unwrap().unwrap().unwrap();
+        assert_eq!(report.rescored, 500);
+        assert!(report.changed > 0, "{report:?}");
+        assert_ne!(oid().await, before, "built anew once the {mode} lock was let go");
+    }
+    let left: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM lead_scores_rebuild_delta) + (SELECT count(*) FROM pg_trigger WHERE tgname = 'lead_scores_rebuild_note')",
+    )
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    pg.close().await;
+    store.close().await;
+}
+
 #[tokio::test]
 async fn stored_priority_follows_time_after_a_refresh() {
     let (app, clock) = app().await;
