@@ -125,12 +125,11 @@ impl Store {
                 // The swap's lock could not be had, or the build failed: the same rows in place.
                 Ok(false) => {}
                 Err(e) => {
-                    // The connection is broken: closed (its transaction and locks gone), and
-                    // the note trigger dropped on another.
+                    // The connection is broken: closed, its transaction and lock gone. A note
+                    // trigger left behind notes nothing without a pass and the next pass drops
+                    // it, under the lock (dropping it here, without the lock, could drop the
+                    // trigger of a pass another process has just begun).
                     let _ = sqlx::Connection::close(conn).await;
-                    if let Err(e) = drop_note_trigger_on(pool).await {
-                        tracing::warn!(error = %e, "re-score: dropping the note trigger failed; the next pass drops it");
-                    }
                     return (None, Err(e));
                 }
             }
@@ -314,11 +313,6 @@ async fn drop_note_trigger(conn: &mut sqlx::PgConnection) -> Result<bool, StoreE
     Ok(true)
 }
 
-async fn drop_note_trigger_on(pool: &sqlx::PgPool) -> Result<bool, StoreError> {
-    let mut c = pool.acquire().await?;
-    drop_note_trigger(&mut c).await
-}
-
 /// The statement that fills the new score table from the old one and the pass's rows,
 /// column by column as the table has them (a column this pass does not know is copied).
 fn merge_sql(columns: &[String], filter: &str) -> String {
@@ -385,9 +379,16 @@ async fn rebuild(conn: &mut sqlx::PgConnection, version: i64, at: Ts) -> Result<
         "DELETE FROM lead_scores_rebuild_delta; CREATE TRIGGER {NOTE_TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON lead_scores \
          FOR EACH ROW EXECUTE FUNCTION lead_scores_note_change()"
     );
-    if !with_lock_tries(conn, &create, 10).await? {
-        tracing::warn!("re-score: the score table stayed locked by others; the rows are written in place");
-        return Ok(false);
+    match with_lock_tries(conn, &create, 10).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!("re-score: the score table stayed locked by others; the rows are written in place");
+            return Ok(false);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "re-score: the note trigger could not be made; the rows are written in place");
+            return Ok(false);
+        }
     }
     let built = build_and_swap(conn, version, at, started).await;
     let swapped = match built {
@@ -429,10 +430,12 @@ async fn with_lock_tries(conn: &mut sqlx::PgConnection, sql: &str, tries: u32) -
 
 /// Whether the score table has nothing a new table built beside it would lose: grants of
 /// its own, row security, a publication naming it, a trigger switched off, an invalid
-/// index. (Voronka's own schema has none; the check guards a database someone changed.)
+/// index; and whether it lives in the schema a new table is made in (the first of the
+/// search path). (Voronka's own schema has none of these; the check guards a database
+/// someone changed.)
 async fn copyable(conn: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
     let ok: bool = sqlx::query_scalar(
-        "SELECT c.relacl IS NULL AND NOT c.relrowsecurity \
+        "SELECT c.relacl IS NULL AND NOT c.relrowsecurity AND c.relnamespace = (SELECT n.oid FROM pg_namespace n WHERE n.nspname = current_schema()) \
          AND NOT EXISTS (SELECT 1 FROM pg_publication_rel r WHERE r.prrelid = c.oid) \
          AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled <> 'O') \
          AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND NOT i.indisvalid) \
@@ -442,7 +445,8 @@ async fn copyable(conn: &mut sqlx::PgConnection) -> Result<bool, StoreError> {
     .await?;
     if !ok {
         tracing::info!(
-            "re-score: the score table has grants, row security, a publication, a disabled trigger or an invalid index; the rows are written in place"
+            "re-score: the score table has grants, row security, a publication, a disabled trigger or an invalid index, or is outside \
+             the first schema of the search path; the rows are written in place"
         );
     }
     Ok(ok)
@@ -520,7 +524,7 @@ async fn build_and_swap(conn: &mut sqlx::PgConnection, version: i64, at: Ts, sta
         sqlx::raw_sql("SAVEPOINT swap; SET LOCAL lock_timeout = '2s'").execute(&mut *conn).await?;
         match sqlx::raw_sql("LOCK TABLE lead_scores IN ACCESS EXCLUSIVE MODE").execute(&mut *conn).await {
             Ok(_) => break,
-            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("55P03") && tries < 10 => {
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("55P03") && tries + 1 < 10 => {
                 sqlx::raw_sql("ROLLBACK TO SAVEPOINT swap").execute(&mut *conn).await?;
                 tries += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
