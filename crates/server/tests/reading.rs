@@ -78,6 +78,37 @@ async fn search_finds_a_phone_typed_in_any_format() {
     assert_eq!(find("ясень").await, vec![late["id"].as_str().unwrap().to_string()]);
 }
 
+/// A repeat request that brings a contact the lead lacked fills it in, and search finds the
+/// lead by it (before and after the search index catches up); one that brings nothing new
+/// leaves the lead's search as it was.
+#[tokio::test]
+async fn a_repeat_request_that_fills_a_contact_makes_the_lead_findable_by_it() {
+    let app = spawn_app().await;
+    let first = app.lead(json!({"name": "Ольга Синицына", "email": "olga.sinitsyna@example.ru"})).await.json();
+    let id = first["id"].as_str().unwrap().to_string();
+    let found = |q: &'static str| {
+        let app = &app;
+        async move { ids(&app.list(&format!("q={}", urlencode(q))).await) }
+    };
+    assert!(found("5557788").await.is_empty());
+    let again = app.lead(json!({"email": "OLGA.SINITSYNA@example.ru", "phone": "8 (921) 555-77-88"})).await;
+    assert_eq!(again.json()["id"].as_str(), Some(id.as_str()), "{}", again.text());
+    // The same person again with nothing new, and then with another phone: the first phone stays.
+    app.lead(json!({"email": "olga.sinitsyna@example.ru", "name": "Ольга"})).await;
+    app.lead(json!({"email": "olga.sinitsyna@example.ru", "phone": "+7 903 111-22-33"})).await;
+    for indexed in [false, true] {
+        for q in ["5557788", "+7 921 555-77-88", "синицына", "olga.sinitsyna"] {
+            assert_eq!(found(q).await, vec![id.clone()], "q={q}, indexed: {indexed}");
+        }
+        assert!(found("1112233").await.is_empty(), "indexed: {indexed}");
+        while app.store.index_words(1000).await.unwrap() > 0 {}
+    }
+    let lead = app.get(&format!("/api/v1/leads/{id}"), Some(&app.token)).await.json();
+    assert_eq!(lead["phone"], "+79215557788", "{lead}");
+    assert_eq!(lead["name"], "Ольга Синицына", "{lead}");
+    assert_eq!(lead["repeat_count"], 3, "{lead}");
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {

@@ -53,6 +53,10 @@ pub struct ImportBenchArgs {
     repeat_share: f64,
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Skip PostgreSQL's floor measured after the import (PostgreSQL alone inserting the rows
+    /// of a lead, as the import's writers batch them).
+    #[arg(long)]
+    no_floor: bool,
 }
 
 #[derive(Args, Clone)]
@@ -803,6 +807,7 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
             };
             let started = Instant::now();
             let cpu0 = self_cpu_secs();
+            let pg0 = postgres_cpu_ticks();
             let p = voronka_server::import::prepare(&store, req, "bench").await?;
             let total = p.sheet.total;
             let on_progress = move |pr: voronka_server::import::Progress| {
@@ -814,6 +819,8 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
             // CPU of this process (reading, intake, the SQLite writer; not PostgreSQL's own)
             // per row: steadier from run to run than the rate on a shared machine.
             let cpu = self_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
+            // PostgreSQL's processes (the writers' connections live until the store closes).
+            let pg_us = postgres_cpu_ticks().saturating_sub(pg0) as f64 * 10_000.0 / info.processed.max(1) as f64;
             eprintln!();
             let leads = store.count(CountOf::Leads).await?;
             println!(
@@ -827,6 +834,13 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
                 self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "?".into())
             );
             store.close().await;
+            if which == Which::Postgres {
+                println!("[{name}]   CPU a row: PostgreSQL {pg_us:.0} µs");
+                if !a.no_floor {
+                    let us = cpu.map(|c| c * 1e6 / info.processed.max(1) as f64).unwrap_or(0.0);
+                    println!("[{name}]   {}", import_floor_line(&db.url, us, info.processed.max(0) as u64, info.created.max(0) as u64).await?);
+                }
+            }
             anyhow::Ok(())
         }
         .await;
@@ -834,6 +848,29 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
         r?;
     }
     Ok(())
+}
+
+/// PostgreSQL's floor for an import: PostgreSQL alone inserting the rows of a lead as the
+/// import's writers batch them (4 connections, 256 leads a transaction: 1,024 rows in flight
+/// over 4 writers), and the least time the import's `created` new leads could take on this
+/// machine's cores with that much of PostgreSQL's CPU a lead and `voronka_us` of Voronka's
+/// own for each of its `rows` rows (repeats and rejected rows counted at Voronka's cost only:
+/// the floor errs low).
+async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64) -> Result<String> {
+    let f = pg_intake_floor(url, 4, 256, 20.0).await?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let alone = created as f64 / f.rate.max(1e-9);
+    let shared = (created as f64 * f.pg_us_per_lead + rows as f64 * voronka_us) / 1e6 / cores;
+    Ok(format!(
+        "the floor: PostgreSQL alone inserting the rows of a lead (the lead, two identities, an event, a score row, an \
+         outbox message; same indexes, no lookups, no scoring), 4 connections, 256 leads a transaction: {:.0} leads/s, \
+         PostgreSQL {:.0} µs of CPU a lead ({:.2} cores) — the import's {created} new leads at least {alone:.1} s alone, \
+         and at least {:.1} s with its own {voronka_us:.0} µs a row on the same {cores} cores",
+        f.rate,
+        f.pg_us_per_lead,
+        f.pg_cores,
+        alone.max(shared)
+    ))
 }
 
 /// User and system CPU seconds this process has used (`/proc/self/stat`, in clock ticks of

@@ -244,8 +244,9 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
             return Err(BatchError::Conflict("identity moved by a concurrent transaction"));
         }
     }
-    for (lead_id, u) in &repeats {
-        if tx.apply_repeat(*lead_id, u).await? != 1 {
+    if !repeats.is_empty() {
+        let rows: Vec<(Uuid, &RepeatUpdate)> = repeats.iter().map(|(id, u)| (*id, u)).collect();
+        if tx.apply_repeats(&rows).await? != rows.len() as u64 {
             return Err(BatchError::Conflict("repeat target vanished"));
         }
     }

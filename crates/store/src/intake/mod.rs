@@ -609,7 +609,9 @@ trait IntakeTx: Sized {
     async fn insert_leads(&mut self, rows: &[LeadInsert<'_>]) -> Result<(), BatchError>;
     async fn insert_identities(&mut self, rows: &[(&str, Uuid)], at: Ts) -> Result<(), BatchError>;
     async fn repoint_identity(&mut self, ident: &str, from: Uuid, to: Uuid) -> Result<u64, BatchError>;
-    async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError>;
+    /// Counts repeat requests on their leads (ids ascending) and fills contacts the leads
+    /// lack; returns how many leads it updated.
+    async fn apply_repeats(&mut self, rows: &[(Uuid, &RepeatUpdate)]) -> Result<u64, BatchError>;
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError>;
     /// Channels whose new leads wait in the unsorted inbox for triage, to be marked after
     /// the insert (a backend whose insert marks them returns none).

@@ -209,26 +209,33 @@ impl IntakeTx for Transaction<'_, Postgres> {
             .rows_affected())
     }
 
-    async fn apply_repeat(&mut self, lead_id: Uuid, u: &RepeatUpdate) -> Result<u64, BatchError> {
+    async fn apply_repeats(&mut self, rows: &[(Uuid, &RepeatUpdate)]) -> Result<u64, BatchError> {
+        // One statement for the batch; the leads are locked in the order given (ascending).
         Ok(sqlx::query(
-            "UPDATE leads SET repeat_count = repeat_count + $1, last_request_at = $2, updated_at = $2, \
-             phone = COALESCE(phone, $3), email = COALESCE(email, $4), messenger = COALESCE(messenger, $5), \
-             name = COALESCE(name, $6) WHERE id = $7",
+            "UPDATE leads l SET repeat_count = l.repeat_count + u.c, last_request_at = u.a, updated_at = u.a, \
+             phone = COALESCE(l.phone, u.p), email = COALESCE(l.email, u.e), messenger = COALESCE(l.messenger, u.m), \
+             name = COALESCE(l.name, u.n) \
+             FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+             AS u(id, c, a, p, e, m, n) WHERE l.id = u.id",
         )
-        .bind(u.count)
-        .bind(u.at)
-        .bind(u.phone.as_deref())
-        .bind(u.email.as_deref())
-        .bind(u.messenger.as_deref())
-        .bind(u.name.as_deref())
-        .bind(lead_id)
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<Uuid>>())
+        .bind(rows.iter().map(|r| r.1.count).collect::<Vec<i32>>())
+        .bind(rows.iter().map(|r| r.1.at).collect::<Vec<Option<Ts>>>())
+        .bind(rows.iter().map(|r| r.1.phone.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(rows.iter().map(|r| r.1.email.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(rows.iter().map(|r| r.1.messenger.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(rows.iter().map(|r| r.1.name.as_deref()).collect::<Vec<Option<&str>>>())
         .execute(&mut **self)
         .await?
         .rows_affected())
     }
 
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError> {
-        sqlx::query("UPDATE leads SET search = $1 WHERE id = $2").bind(search).bind(lead_id).execute(&mut **self).await?;
+        sqlx::query("UPDATE leads SET search = $1 WHERE id = $2 AND search IS DISTINCT FROM $1")
+            .bind(search)
+            .bind(lead_id)
+            .execute(&mut **self)
+            .await?;
         Ok(())
     }
 
@@ -388,37 +395,15 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
-        let id: Vec<Uuid> = rows.iter().map(|r| r.lead_id).collect();
-        let score: Vec<f64> = rows.iter().map(|r| r.score).collect();
-        let priority: Vec<f64> = rows.iter().map(|r| r.priority).collect();
-        let profile: Vec<f64> = rows.iter().map(|r| r.profile).collect();
-        let temperature: Vec<&str> = rows.iter().map(|r| r.temperature).collect();
-        let grade: Vec<&str> = rows.iter().map(|r| r.grade).collect();
-        let ledger: Vec<&[u8]> = rows.iter().map(|r| r.ledger.as_slice()).collect();
-        let version: Vec<i64> = rows.iter().map(|r| r.model_version).collect();
-        let at: Vec<Ts> = rows.iter().map(|r| r.at).collect();
-        let status: Vec<Option<&str>> = rows.iter().map(|r| r.created_status).collect();
-        sqlx::query(
-            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status) \
-             SELECT u.* FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], $7::bytea[], \
-             $8::int8[], $9::timestamptz[], $10::text[]) AS u(lead_id) \
-             JOIN leads l ON l.id = u.lead_id FOR KEY SHARE OF l \
-             ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, profile = excluded.profile, \
-             temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
-             model_version = excluded.model_version, scored_at = excluded.scored_at",
-        )
-        .bind(&id)
-        .bind(&score)
-        .bind(&priority)
-        .bind(&profile)
-        .bind(&temperature)
-        .bind(&grade)
-        .bind(&ledger)
-        .bind(&version)
-        .bind(&at)
-        .bind(&status)
-        .execute(&mut **self)
-        .await?;
+        // A lead created in this transaction is seen by no one else until it commits: its
+        // first score row needs neither the lead's lock nor the conflict check.
+        let (created, existing): (Vec<&ScoreWrite>, Vec<&ScoreWrite>) = rows.iter().partition(|r| r.created_status.is_some());
+        if !created.is_empty() {
+            save_score_rows(self, &created, false).await?;
+        }
+        if !existing.is_empty() {
+            save_score_rows(self, &existing, true).await?;
+        }
         Ok(())
     }
 
@@ -461,6 +446,33 @@ impl IntakeTx for Transaction<'_, Postgres> {
     async fn commit_tx(self) -> Result<(), BatchError> {
         Ok(self.commit().await?)
     }
+}
+
+/// Writes score rows: `locked` joins each to its lead locked `FOR KEY SHARE` (the score
+/// table's foreign key is gone; see migration 0016) and updates a row already there.
+async fn save_score_rows(tx: &mut Transaction<'_, Postgres>, rows: &[&ScoreWrite], locked: bool) -> Result<(), BatchError> {
+    const COLUMNS: &str = "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, \
+         scored_at, status) SELECT u.* FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], \
+         $7::bytea[], $8::int8[], $9::timestamptz[], $10::text[]) AS u(lead_id)";
+    const LOCKED: &str = " JOIN leads l ON l.id = u.lead_id FOR KEY SHARE OF l \
+         ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, profile = excluded.profile, \
+         temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
+         model_version = excluded.model_version, scored_at = excluded.scored_at";
+    let sql = if locked { format!("{COLUMNS}{LOCKED}") } else { COLUMNS.to_string() };
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(rows.iter().map(|r| r.lead_id).collect::<Vec<Uuid>>())
+        .bind(rows.iter().map(|r| r.score).collect::<Vec<f64>>())
+        .bind(rows.iter().map(|r| r.priority).collect::<Vec<f64>>())
+        .bind(rows.iter().map(|r| r.profile).collect::<Vec<f64>>())
+        .bind(rows.iter().map(|r| r.temperature).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|r| r.grade).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|r| r.ledger.as_slice()).collect::<Vec<&[u8]>>())
+        .bind(rows.iter().map(|r| r.model_version).collect::<Vec<i64>>())
+        .bind(rows.iter().map(|r| r.at).collect::<Vec<Ts>>())
+        .bind(rows.iter().map(|r| r.created_status).collect::<Vec<Option<&str>>>())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 fn unzip3(keys: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {

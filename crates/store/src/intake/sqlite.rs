@@ -462,20 +462,23 @@ impl IntakeTx for Tx<'_> {
         Ok(n as u64)
     }
 
-    async fn apply_repeat(&mut self, lead_id: Uuid, r: &RepeatUpdate) -> Result<u64, BatchError> {
-        let n = self
-            .0
-            .prepare_cached(
-                "UPDATE leads SET repeat_count = repeat_count + ?1, last_request_at = ?2, updated_at = ?2, \
-                 phone = COALESCE(phone, ?3), email = COALESCE(email, ?4), messenger = COALESCE(messenger, ?5), \
-                 name = COALESCE(name, ?6) WHERE id = ?7",
-            )?
-            .execute(rusqlite::params![r.count, r.at, r.phone, r.email, r.messenger, r.name, lead_id])?;
-        Ok(n as u64)
+    async fn apply_repeats(&mut self, rows: &[(Uuid, &RepeatUpdate)]) -> Result<u64, BatchError> {
+        let mut stmt = self.0.prepare_cached(
+            "UPDATE leads SET repeat_count = repeat_count + ?1, last_request_at = ?2, updated_at = ?2, \
+             phone = COALESCE(phone, ?3), email = COALESCE(email, ?4), messenger = COALESCE(messenger, ?5), \
+             name = COALESCE(name, ?6) WHERE id = ?7",
+        )?;
+        let mut n = 0;
+        for (lead_id, r) in rows {
+            n += stmt.execute(rusqlite::params![r.count, r.at, r.phone, r.email, r.messenger, r.name, lead_id])? as u64;
+        }
+        Ok(n)
     }
 
     async fn set_search(&mut self, lead_id: Uuid, search: &str) -> Result<(), BatchError> {
-        self.0.prepare_cached("UPDATE leads SET search = ?1 WHERE id = ?2")?.execute(rusqlite::params![search, lead_id])?;
+        self.0
+            .prepare_cached("UPDATE leads SET search = ?1 WHERE id = ?2 AND search IS NOT ?1")?
+            .execute(rusqlite::params![search, lead_id])?;
         Ok(())
     }
 
