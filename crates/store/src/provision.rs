@@ -23,9 +23,17 @@ async fn admin(url: &str, sql: String) -> Result<()> {
 pub async fn create_pg_database(admin_url: &str, name: &str) -> Result<String> {
     check_name(name)?;
     admin(admin_url, format!("CREATE DATABASE {name}")).await?;
-    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    Ok(database_url(admin_url, name))
+}
+
+/// `admin_url` with its database name replaced by `name`; its parameters (`?sslmode=…`) kept.
+pub fn database_url(admin_url: &str, name: &str) -> String {
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
     let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-    Ok(format!("{base}/{name}"))
+    format!("{base}/{name}{query}")
 }
 
 /// Drops database `name`, closing its connections.
@@ -45,4 +53,19 @@ pub async fn drop_pg_databases_with_prefix(admin_url: &str, prefix: &str) -> Res
         drop_pg_database(admin_url, n).await?;
     }
     Ok(names.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::database_url;
+
+    #[test]
+    fn a_database_url_keeps_the_admin_urls_parameters() {
+        assert_eq!(database_url("postgres://u@h:5432/postgres", "vt_1"), "postgres://u@h:5432/vt_1");
+        assert_eq!(
+            database_url("postgres://u@h:5432/postgres?sslmode=disable&application_name=x", "vt_1"),
+            "postgres://u@h:5432/vt_1?sslmode=disable&application_name=x"
+        );
+        assert_eq!(database_url("postgres://u@h/?sslmode=require", "vt_1"), "postgres://u@h/vt_1?sslmode=require");
+    }
 }
