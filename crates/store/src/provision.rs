@@ -26,10 +26,14 @@ pub async fn create_pg_database(admin_url: &str, name: &str) -> Result<String> {
     Ok(database_url(admin_url, name))
 }
 
-/// `admin_url` with its database name replaced by `name`; its parameters (`?sslmode=…`) kept.
+/// `admin_url` with its database name replaced by `name`; its parameters (`?sslmode=…`) kept,
+/// but for a `dbname`, which would name the admin database again.
 pub fn database_url(admin_url: &str, name: &str) -> String {
     let (base, query) = match admin_url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
+        Some((b, q)) => {
+            let kept: Vec<&str> = q.split('&').filter(|p| !p.is_empty() && p.split('=').next() != Some("dbname")).collect();
+            (b, if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) })
+        }
         None => (admin_url, String::new()),
     };
     let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
@@ -67,5 +71,7 @@ mod tests {
             "postgres://u@h:5432/vt_1?sslmode=disable&application_name=x"
         );
         assert_eq!(database_url("postgres://u@h/?sslmode=require", "vt_1"), "postgres://u@h/vt_1?sslmode=require");
+        assert_eq!(database_url("postgres://u@h/postgres?dbname=postgres&sslmode=disable", "vt_1"), "postgres://u@h/vt_1?sslmode=disable");
+        assert_eq!(database_url("postgres://u@h/postgres?dbname=postgres", "vt_1"), "postgres://u@h/vt_1");
     }
 }

@@ -210,7 +210,10 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn apply_repeats(&mut self, rows: &[(Uuid, &RepeatUpdate)]) -> Result<u64, BatchError> {
-        // One statement for the batch; the leads are locked in the order given (ascending).
+        // One statement for the batch, after the leads are locked in ascending order (as every
+        // writer does; the update's own plan does not promise an order).
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+        sqlx::query("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE").bind(&ids).fetch_all(&mut **self).await?;
         Ok(sqlx::query(
             "UPDATE leads l SET repeat_count = l.repeat_count + u.c, last_request_at = u.a, updated_at = u.a, \
              phone = COALESCE(l.phone, u.p), email = COALESCE(l.email, u.e), messenger = COALESCE(l.messenger, u.m), \
@@ -218,7 +221,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
              FROM UNNEST($1::uuid[], $2::int4[], $3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[]) \
              AS u(id, c, a, p, e, m, n) WHERE l.id = u.id",
         )
-        .bind(rows.iter().map(|r| r.0).collect::<Vec<Uuid>>())
+        .bind(&ids)
         .bind(rows.iter().map(|r| r.1.count).collect::<Vec<i32>>())
         .bind(rows.iter().map(|r| r.1.at).collect::<Vec<Option<Ts>>>())
         .bind(rows.iter().map(|r| r.1.phone.as_deref()).collect::<Vec<Option<&str>>>())
