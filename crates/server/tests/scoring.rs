@@ -689,3 +689,80 @@ async fn the_tracker_script_is_served() {
     assert!(r.header("content-type").unwrap().starts_with("application/javascript"));
     assert!(r.text().contains("/api/v1/events?site_key="));
 }
+
+/// A batch that fails is rolled back with the event targets (type, page, action name) it
+/// created. The writer must not keep their ids: the same event sent again is scored by its
+/// own rule, and a later new target is not confused with the rolled-back one (SQLite reuses
+/// the rolled-back row id, PostgreSQL leaves a hole).
+#[tokio::test]
+async fn an_event_target_created_in_a_failed_batch_is_not_remembered() {
+    // One writer on PostgreSQL too, so that the retry meets the writer that failed.
+    let app =
+        spawn_app_with_store(AppConfig::default(), Arc::new(TestClock::new(now())), |s| voronka_store::StoreConfig { writers: 1, ..s })
+            .await;
+    let a = new_lead(&app, json!({"phone": "+79003003000"})).await;
+    let b = new_lead(&app, json!({"phone": "+79003003001"})).await;
+    let sqlite_path = app.db.url.trim_start_matches("sqlite://").to_string();
+    // Every insert of a download into the timeline fails until the trigger is dropped.
+    let (arm, disarm) = if backend() == "sqlite" {
+        (
+            "CREATE TRIGGER fail_downloads BEFORE INSERT ON events WHEN NEW.kind = 'download' \
+             BEGIN SELECT RAISE(ABORT, 'forced failure'); END;",
+            "DROP TRIGGER fail_downloads;",
+        )
+    } else {
+        (
+            "CREATE FUNCTION fail_downloads() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN RAISE EXCEPTION 'forced failure'; END $$; \
+             CREATE TRIGGER fail_downloads BEFORE INSERT ON events FOR EACH ROW \
+             WHEN (NEW.kind = 'download') EXECUTE FUNCTION fail_downloads();",
+            "DROP TRIGGER fail_downloads ON events; DROP FUNCTION fail_downloads();",
+        )
+    };
+    let run = |sql: &'static str| {
+        let (url, path) = (app.db.url.clone(), sqlite_path.clone());
+        async move {
+            if backend() == "sqlite" {
+                rusqlite::Connection::open(&path).unwrap().execute_batch(sql).unwrap();
+            } else {
+                use sqlx::Connection;
+                let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+            }
+        }
+    };
+    let count = |sql: &'static str| {
+        let (url, path) = (app.db.url.clone(), sqlite_path.clone());
+        async move {
+            if backend() == "sqlite" {
+                rusqlite::Connection::open(&path).unwrap().query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap()
+            } else {
+                let pg = sqlx::PgPool::connect(&url).await.unwrap();
+                let n: i64 = sqlx::query_scalar(sql).fetch_one(&pg).await.unwrap();
+                pg.close().await;
+                n
+            }
+        }
+    };
+    let download = json!({"lead_id": a, "events": [{"type": "download", "name": "price-list.pdf", "at": NOW}]});
+    run(arm).await;
+    let r = app.post_json("/api/v1/events", Some(&app.token), &download).await;
+    assert_eq!(r.status, 503, "the failed write is not acknowledged: {}", r.text());
+    assert_eq!(count("SELECT count(*) FROM event_targets WHERE name = 'price-list.pdf'").await, 0, "rolled back");
+    run(disarm).await;
+
+    let r = app.post_json("/api/v1/events", Some(&app.token), &download).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(points(&score(&app, &a).await), 3.0, "the download is scored by its own rule");
+    // A new target after it gets an id of its own.
+    track(&app, &b, json!([{"type": "calculator", "name": "mortgage", "at": NOW}])).await;
+    assert_eq!(points(&score(&app, &b).await), 4.0);
+    assert_eq!(points(&score(&app, &a).await), 3.0, "the download is still a download");
+    assert_eq!(count("SELECT count(*) FROM event_targets WHERE name IN ('price-list.pdf', 'mortgage')").await, 2);
+    // A full re-score reads the targets back from the database.
+    let mut m = voronka_domain::scoring::starter_json();
+    m["rules"][3]["points"] = json!(6); // download 3 → 6
+    assert_eq!(put_model(&app, &m).await["rescored"], 2);
+    assert_eq!(points(&score(&app, &a).await), 6.0);
+    assert_eq!(points(&score(&app, &b).await), 4.0);
+}

@@ -107,8 +107,13 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(cfg: AppConfig, clock: Arc<dyn Clock>) -> TestApp {
+    spawn_app_with_store(cfg, clock, |s| s).await
+}
+
+/// An app whose store is opened with the configuration `store` makes of the default one.
+pub async fn spawn_app_with_store(cfg: AppConfig, clock: Arc<dyn Clock>, store: impl FnOnce(StoreConfig) -> StoreConfig) -> TestApp {
     let db = TestDb::new().await;
-    let store = Store::open(&StoreConfig::new(&db.url), clock).await.expect("open store");
+    let store = Store::open(&store(StoreConfig::new(&db.url)), clock).await.expect("open store");
     let (_, token) = store.create_token("test", &["admin".to_string()]).await.expect("token");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

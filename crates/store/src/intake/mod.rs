@@ -655,9 +655,20 @@ struct ImportRowInsert {
     lead_id: Uuid,
 }
 
+/// Commits one batch in one transaction. When it fails the transaction is rolled back, and
+/// with it any event target it created: the writer forgets the targets it learned, so that a
+/// retry (or a later batch) creates them again instead of pointing at ids that do not exist.
+async fn run_batch<T: IntakeTx>(tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -> Result<Results, BatchError> {
+    let r = write_batch(tx, jobs, ctx).await;
+    if r.is_err() {
+        ctx.targets = Default::default();
+    }
+    r
+}
+
 /// One batch in one transaction: lead submissions first (so that events of a visitor who
 /// just left contacts find the new lead), then tracker events, then scores.
-async fn run_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -> Result<Results, BatchError> {
+async fn write_batch<T: IntakeTx>(mut tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -> Result<Results, BatchError> {
     let t0 = std::time::Instant::now();
     let model = current_model(&mut tx, ctx).await?;
     let mut scoring = score::Scoring::new(model);
