@@ -383,3 +383,27 @@ async fn the_intake_floor_writes_every_row_of_an_answered_lead_and_none_of_a_fai
     );
     assert_eq!(conn.query_row("SELECT count(*) FROM floor_one", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
 }
+
+/// `voronka bench import`'s PostgreSQL floor: it runs beside a small import and says what it
+/// measured, without the indexes it is told to drop, and names an index it cannot find.
+#[tokio::test]
+async fn the_import_floor_runs_without_the_indexes_it_is_told_to_drop() {
+    if backend() == "sqlite" {
+        return;
+    }
+    let run = |extra: &[&str]| {
+        let mut args = vec!["bench", "import", "--backend", "postgres", "--rows", "300", "--floor-secs", "1"];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(BIN).args(&args).env("VORONKA_BENCH_PG_URL", pg_admin_url()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = run(&["--floor-without-index", "leads_search_trgm", "--floor-without-index", "identities_lead"]);
+    assert!(out.contains("imported 300 rows"), "{out}");
+    let floor = out.lines().find(|l| l.contains("the floor:")).unwrap_or_else(|| panic!("no floor in {out}"));
+    let rate: f64 = floor.split(" leads/s").next().and_then(|h| h.rsplit(' ').next()).and_then(|r| r.parse().ok()).unwrap();
+    assert!(rate > 0.0, "{floor}");
+    assert!(floor.ends_with("without the indexes leads_search_trgm, identities_lead"), "{floor}");
+    let out = run(&["--floor-without-index", "no_such_index"]);
+    assert!(out.contains("the floor could not be measured") && out.contains("no_such_index"), "{out}");
+}

@@ -57,6 +57,13 @@ pub struct ImportBenchArgs {
     /// of a lead, as the import's writers batch them).
     #[arg(long)]
     no_floor: bool,
+    /// Indexes of Voronka's schema PostgreSQL's floor runs without (repeat the option), to
+    /// see what each costs.
+    #[arg(long, value_name = "NAME")]
+    floor_without_index: Vec<String>,
+    /// How long PostgreSQL's floor runs, in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    floor_secs: f64,
 }
 
 #[derive(Args, Clone)]
@@ -842,7 +849,8 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
                 }
                 if !a.no_floor {
                     let us = cpu.map(|c| c * 1e6 / info.processed.max(1) as f64).unwrap_or(0.0);
-                    match import_floor_line(&db.url, us, info.processed.max(0) as u64, info.created.max(0) as u64).await {
+                    let (rows, created) = (info.processed.max(0) as u64, info.created.max(0) as u64);
+                    match import_floor_line(&db.url, us, rows, created, &a.floor_without_index, a.floor_secs).await {
                         Ok(line) => println!("[{name}]   {line}"),
                         Err(e) => println!("[{name}]   the floor could not be measured: {e:#}"),
                     }
@@ -857,19 +865,20 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// PostgreSQL's floor for an import: PostgreSQL alone inserting the rows of a lead as the
-/// import's writers batch them (4 connections, 256 leads a transaction: 1,024 rows in flight
-/// over 4 writers), and the least time the import's `created` new leads could take on this
+/// PostgreSQL's floor for an import: PostgreSQL alone looking up a new lead's contacts and
+/// inserting its rows, with the foreign keys, as the import's writers batch them (4
+/// connections, 256 leads a transaction: 1,024 rows in flight over 4 writers), and the least time the import's `created` new leads could take on this
 /// machine's cores with that much of PostgreSQL's CPU a lead and `voronka_us` of Voronka's
 /// own for each of its `rows` rows (repeats and rejected rows counted at Voronka's cost only:
 /// the floor errs low).
-async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64) -> Result<String> {
-    let f = pg_intake_floor(url, 4, 256, 20.0).await?;
+async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64, without: &[String], secs: f64) -> Result<String> {
+    let f = pg_intake_floor(url, 4, 256, secs.max(0.1), Some(without)).await?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let alone = created as f64 / f.rate.max(1e-9);
     let mut line = format!(
-        "the floor: PostgreSQL alone inserting the rows of a lead (the lead, two identities, an event, a score row, an \
-         outbox message; same indexes, no lookups, no scoring), 4 connections, 256 leads a transaction: {:.0} leads/s",
+        "the floor: PostgreSQL alone looking up a new lead's contacts and inserting its rows (the lead, two identities, \
+         an event, a score row, an outbox message, the row's outcome; same indexes and foreign keys; no repeats, no \
+         scoring), 4 connections, 256 leads a transaction: {:.0} leads/s",
         f.rate
     );
     if f.pg_us_per_lead > 0.0 {
@@ -883,6 +892,9 @@ async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64) 
         );
     } else {
         line += &format!(" — the import's {created} new leads at least {alone:.1} s (PostgreSQL's CPU not seen on this machine)");
+    }
+    if !without.is_empty() {
+        line += &format!("; without the indexes {}", without.join(", "));
     }
     Ok(line)
 }
@@ -1218,7 +1230,7 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
     }
     if which == Which::Postgres && !a.no_floor {
         for (conns, batch) in [(4, 8), (4, 64)] {
-            let f = pg_intake_floor(url, conns, batch, d.min(10.0)).await?;
+            let f = pg_intake_floor(url, conns, batch, d.min(10.0), None).await?;
             println!(
                 "[{name}] the floor: PostgreSQL alone inserting the rows of a lead (the lead, two identities, an event, a score \
                  row, an outbox message; same indexes, no lookups, no HTTP, no scoring), {conns} connections, {batch} leads a \
@@ -1406,15 +1418,49 @@ struct PgFloor {
 /// tables with all their indexes (empty copies in a scratch schema, so the indexes are
 /// shallower than at 1 M: the floor errs low), and nothing else: no lookups, no scoring, no
 /// HTTP, no dispatcher.
-async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64) -> Result<PgFloor> {
+/// PostgreSQL alone inserting a lead's rows into copies of Voronka's tables in a scratch
+/// schema for `secs`. `import`: an import's floor (see `pg_floor_batch`), its copies
+/// without the named indexes of Voronka's schema.
+async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64, import: Option<&[String]>) -> Result<PgFloor> {
     use sqlx::postgres::PgPoolOptions;
     let pool = PgPoolOptions::new().max_connections(conns as u32 + 1).connect(url).await?;
     let schema = format!("voronka_floor_{}", std::process::id());
     let mut ddl = format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};");
-    for t in ["leads", "identities", "events", "lead_scores", "outbox"] {
+    for t in ["leads", "identities", "events", "lead_scores", "outbox", "import_rows"] {
         ddl += &format!("CREATE TABLE {schema}.{t} (LIKE public.{t} INCLUDING ALL);");
     }
+    if import.is_some() {
+        // What an import cannot do without: the timeline and the identities belong to a lead
+        // that exists (the schema's foreign keys).
+        ddl += &format!(
+            "ALTER TABLE {schema}.identities ADD FOREIGN KEY (lead_id) REFERENCES {schema}.leads(id); \
+             ALTER TABLE {schema}.events ADD FOREIGN KEY (lead_id) REFERENCES {schema}.leads(id);"
+        );
+    }
     sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&pool).await?;
+    let without = import.unwrap_or_default();
+    if !without.is_empty() {
+        // The copies' indexes have names of their own: matched by their definitions.
+        let copies: Vec<(String, String)> = sqlx::query_as(
+            "SELECT p.indexname::text, s.indexname::text FROM pg_indexes p JOIN pg_indexes s \
+             ON s.schemaname = $1 AND s.tablename = p.tablename \
+             AND substring(s.indexdef from ' USING .*') = substring(p.indexdef from ' USING .*') \
+             WHERE p.schemaname = 'public' AND p.indexname = ANY($2)",
+        )
+        .bind(&schema)
+        .bind(without)
+        .fetch_all(&pool)
+        .await?;
+        let unknown: Vec<&String> = without.iter().filter(|w| !copies.iter().any(|(p, _)| p == *w)).collect();
+        if !unknown.is_empty() {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await;
+            anyhow::bail!("--floor-without-index: no such index of the floor's tables: {unknown:?}");
+        }
+        for (_, copy) in &copies {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {schema}.\"{copy}\""))).execute(&pool).await?;
+        }
+    }
+    let import = import.is_some();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let counter = Arc::new(AtomicU64::new(0));
     let pg_before = postgres_cpu_ticks();
@@ -1425,7 +1471,7 @@ async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64) -> Re
         tasks.push(tokio::spawn(async move {
             let mut n: u64 = w as u64 * 100_000_000;
             while Instant::now() < deadline {
-                pg_floor_batch(&pool, &schema, n, batch).await?;
+                pg_floor_batch(&pool, &schema, n, batch, import).await?;
                 n += batch as u64;
                 counter.fetch_add(batch as u64, Ordering::Relaxed);
             }
@@ -1453,8 +1499,10 @@ async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64) -> Re
     })
 }
 
-/// One transaction of the floor: `batch` leads from number `n` on.
-async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize) -> Result<()> {
+/// One transaction of the floor: `batch` leads from number `n` on. An import's floor also
+/// looks the contacts up (deduplication needs it), keeps the foreign keys, and records each
+/// row's outcome (the import's report and undo need it).
+async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize, import: bool) -> Result<()> {
     let now = chrono::Utc::now();
     let ids: Vec<uuid::Uuid> = (0..batch).map(|_| uuid::Uuid::now_v7()).collect();
     let names: Vec<String> = (0..batch as u64).map(|i| format!("Нагрузка {}", n + i)).collect();
@@ -1468,6 +1516,16 @@ async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize)
     let event = r#"{"channel":"web_form","campaign":"bench","utm":{"source":"yandex","medium":"cpc","campaign":"bench"},"message":"Хочу узнать цену"}"#;
     let ledger = vec![7u8; 24];
     let mut tx = pool.begin().await?;
+    if import {
+        let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT i.ident, i.lead_id, l.status, l.contact_id FROM {schema}.identities i JOIN {schema}.leads l ON l.id = i.lead_id \
+             WHERE i.ident = ANY($1)"
+        )))
+        .bind(&idents)
+        .fetch_all(&mut *tx)
+        .await?;
+        anyhow::ensure!(found.is_empty(), "the floor's contacts are new");
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO {schema}.leads (id, name, phone, email, company, message, channel, campaign, utm_source, utm_medium, \
          utm_campaign, fields, status, search, created_at, updated_at, last_request_at) \
@@ -1516,9 +1574,24 @@ async fn pg_floor_batch(pool: &sqlx::PgPool, schema: &str, n: u64, batch: usize)
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    if import {
+        let rows: Vec<i64> = (0..batch as i64).map(|i| n as i64 + i).collect();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {schema}.import_rows (import_id, row_no, outcome, lead_id) \
+             SELECT $1, r, 'created', l FROM UNNEST($2::bigint[], $3::uuid[]) AS t(r, l)"
+        )))
+        .bind(FLOOR_IMPORT)
+        .bind(&rows)
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
     Ok(())
 }
+
+/// The import the floor's rows are recorded under.
+const FLOOR_IMPORT: uuid::Uuid = uuid::Uuid::from_u128(0x766f_726f_6e6b_6100_0000_0000_0000_0001);
 
 #[cfg(test)]
 mod tests {
