@@ -787,6 +787,11 @@ fn import_file(rows: u64, repeat_share: f64, seed: u64) -> Vec<u8> {
 }
 
 async fn import_bench(a: ImportBenchArgs) -> Result<()> {
+    anyhow::ensure!(
+        a.floor_secs.is_finite() && (0.1..=3600.0).contains(&a.floor_secs),
+        "--floor-secs: a number of seconds from 0.1 to 3600, not {}",
+        a.floor_secs
+    );
     let t = Instant::now();
     let file = import_file(a.rows, a.repeat_share, a.seed);
     println!(
@@ -872,7 +877,7 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
 /// own for each of its `rows` rows (repeats and rejected rows counted at Voronka's cost only:
 /// the floor errs low).
 async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64, without: &[String], secs: f64) -> Result<String> {
-    let f = pg_intake_floor(url, 4, 256, secs.max(0.1), Some(without)).await?;
+    let f = pg_intake_floor(url, 4, 256, secs, Some(without)).await?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let alone = created as f64 / f.rate.max(1e-9);
     let mut line = format!(
@@ -894,7 +899,7 @@ async fn import_floor_line(url: &str, voronka_us: f64, rows: u64, created: u64, 
         line += &format!(" — the import's {created} new leads at least {alone:.1} s (PostgreSQL's CPU not seen on this machine)");
     }
     if !without.is_empty() {
-        line += &format!("; without the indexes {}", without.join(", "));
+        line += &format!("; without the indexes {} ({} copies dropped)", without.join(", "), f.dropped);
     }
     Ok(line)
 }
@@ -1409,6 +1414,8 @@ struct PgFloor {
     rate: f64,
     pg_us_per_lead: f64,
     pg_cores: f64,
+    /// Index copies dropped for `--floor-without-index`.
+    dropped: usize,
 }
 
 /// What a durable lead costs PostgreSQL at the least on this machine: `conns` connections
@@ -1416,11 +1423,10 @@ struct PgFloor {
 /// intake writes for it — the lead, its phone and e-mail identities, its arrival event, its
 /// score row and its outbox message — through the same array statements into copies of the
 /// tables with all their indexes (empty copies in a scratch schema, so the indexes are
-/// shallower than at 1 M: the floor errs low), and nothing else: no lookups, no scoring, no
-/// HTTP, no dispatcher.
-/// PostgreSQL alone inserting a lead's rows into copies of Voronka's tables in a scratch
-/// schema for `secs`. `import`: an import's floor (see `pg_floor_batch`), its copies
-/// without the named indexes of Voronka's schema.
+/// shallower than at 1 M: the floor errs low), and nothing else: no HTTP, no dispatcher, no
+/// scoring, and for the intake's floor (`import` None) no lookups and no foreign keys.
+/// `import`: an import's floor (see `pg_floor_batch`), its copies without the named indexes
+/// of Voronka's schema.
 async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64, import: Option<&[String]>) -> Result<PgFloor> {
     use sqlx::postgres::PgPoolOptions;
     let pool = PgPoolOptions::new().max_connections(conns as u32 + 1).connect(url).await?;
@@ -1437,29 +1443,20 @@ async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64, impor
              ALTER TABLE {schema}.events ADD FOREIGN KEY (lead_id) REFERENCES {schema}.leads(id);"
         );
     }
-    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&pool).await?;
-    let without = import.unwrap_or_default();
-    if !without.is_empty() {
-        // The copies' indexes have names of their own: matched by their definitions.
-        let copies: Vec<(String, String)> = sqlx::query_as(
-            "SELECT p.indexname::text, s.indexname::text FROM pg_indexes p JOIN pg_indexes s \
-             ON s.schemaname = $1 AND s.tablename = p.tablename \
-             AND substring(s.indexdef from ' USING .*') = substring(p.indexdef from ' USING .*') \
-             WHERE p.schemaname = 'public' AND p.indexname = ANY($2)",
-        )
-        .bind(&schema)
-        .bind(without)
-        .fetch_all(&pool)
-        .await?;
-        let unknown: Vec<&String> = without.iter().filter(|w| !copies.iter().any(|(p, _)| p == *w)).collect();
-        if !unknown.is_empty() {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await;
-            anyhow::bail!("--floor-without-index: no such index of the floor's tables: {unknown:?}");
+    let drop_schema = || async {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&pool).await;
+    };
+    let set_up = async {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(&pool).await?;
+        drop_floor_indexes(&pool, &schema, import.unwrap_or_default()).await
+    };
+    let dropped = match set_up.await {
+        Ok(n) => n,
+        Err(e) => {
+            drop_schema().await;
+            return Err(e);
         }
-        for (_, copy) in &copies {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {schema}.\"{copy}\""))).execute(&pool).await?;
-        }
-    }
+    };
     let import = import.is_some();
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     let counter = Arc::new(AtomicU64::new(0));
@@ -1486,17 +1483,49 @@ async fn pg_intake_floor(url: &str, conns: usize, batch: usize, secs: f64, impor
     }
     let elapsed = started.elapsed().as_secs_f64();
     let pg_ticks = postgres_cpu_ticks().saturating_sub(pg_before);
-    let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await;
+    drop_schema().await;
     pool.close().await;
     if let Some(e) = failed {
         return Err(e.context("the PostgreSQL floor failed"));
     }
-    let leads = counter.load(Ordering::Relaxed).max(1);
+    let done = counter.load(Ordering::Relaxed);
+    let leads = done.max(1);
     Ok(PgFloor {
-        rate: leads as f64 / elapsed,
+        rate: done as f64 / elapsed,
         pg_us_per_lead: pg_ticks as f64 * 10_000.0 / leads as f64,
         pg_cores: pg_ticks as f64 / 100.0 / elapsed,
+        dropped,
     })
+}
+
+/// Drops the scratch copies of the named indexes of Voronka's schema; how many it dropped.
+/// Keys (unique indexes) stay: the floor's lookups and foreign keys need them.
+async fn drop_floor_indexes(pool: &sqlx::PgPool, schema: &str, names: &[String]) -> Result<usize> {
+    if names.is_empty() {
+        return Ok(0);
+    }
+    // The copies' indexes have names of their own: matched by their definitions.
+    let copies: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT p.indexname::text, s.indexname::text, i.indisunique FROM pg_indexes p \
+         JOIN pg_class c ON c.relname = p.indexname AND c.relnamespace = 'public'::regnamespace \
+         JOIN pg_index i ON i.indexrelid = c.oid \
+         JOIN pg_indexes s ON s.schemaname = $1 AND s.tablename = p.tablename \
+         AND substring(s.indexdef from ' USING .*') = substring(p.indexdef from ' USING .*') \
+         AND (s.indexdef LIKE 'CREATE UNIQUE %') = (p.indexdef LIKE 'CREATE UNIQUE %') \
+         WHERE p.schemaname = 'public' AND p.indexname = ANY($2)",
+    )
+    .bind(schema)
+    .bind(names)
+    .fetch_all(pool)
+    .await?;
+    let unknown: Vec<&String> = names.iter().filter(|w| !copies.iter().any(|(p, _, _)| p == *w)).collect();
+    anyhow::ensure!(unknown.is_empty(), "--floor-without-index: no such index of the floor's tables: {unknown:?}");
+    let keys: Vec<&String> = copies.iter().filter(|(_, _, unique)| *unique).map(|(p, _, _)| p).collect();
+    anyhow::ensure!(keys.is_empty(), "--floor-without-index: {keys:?} are keys, which the floor keeps");
+    for (_, copy, _) in &copies {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP INDEX {schema}.\"{copy}\""))).execute(pool).await?;
+    }
+    Ok(copies.len())
 }
 
 /// One transaction of the floor: `batch` leads from number `n` on. An import's floor also

@@ -656,12 +656,13 @@ struct ImportRowInsert {
 }
 
 /// Commits one batch in one transaction. When it fails the transaction is rolled back, and
-/// with it any event target it created: the writer forgets the targets it learned, so that a
+/// with it any event target it created: the writer forgets the targets it created, so that a
 /// retry (or a later batch) creates them again instead of pointing at ids that do not exist.
 async fn run_batch<T: IntakeTx>(tx: T, jobs: &[Meta], ctx: &mut WriterCtx) -> Result<Results, BatchError> {
     let r = write_batch(tx, jobs, ctx).await;
-    if r.is_err() {
-        ctx.targets = Default::default();
+    match r {
+        Ok(_) => ctx.targets.committed(),
+        Err(_) => ctx.targets.rolled_back(),
     }
     r
 }

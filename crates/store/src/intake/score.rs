@@ -25,6 +25,8 @@ pub(super) struct TargetCache {
     info: HashMap<u32, (String, String, String)>,
     masks: HashMap<u32, (u64, bool)>,
     version: i64,
+    /// Targets this writer created (or looked for while creating) in the open transaction.
+    fresh: Vec<(String, String, String)>,
 }
 
 impl TargetCache {
@@ -36,6 +38,7 @@ impl TargetCache {
         if !missing.is_empty() {
             let mut found = tx.targets_by_key(&missing).await?;
             if found.len() < missing.len() {
+                self.fresh.extend(missing.iter().cloned());
                 tx.insert_targets(&missing).await?;
                 found = tx.targets_by_key(&missing).await?;
             }
@@ -62,6 +65,24 @@ impl TargetCache {
     fn remember(&mut self, id: u32, kind: String, path: String, name: String) {
         self.ids.insert((kind.clone(), path.clone(), name.clone()), id);
         self.info.insert(id, (kind, path, name));
+        // An id seen before under another target (only after a rollback) matches anew.
+        self.masks.remove(&id);
+    }
+
+    /// The open transaction committed: what it created is stored.
+    pub(super) fn committed(&mut self) {
+        self.fresh.clear();
+    }
+
+    /// The open transaction was rolled back, and the targets it created with it: their ids
+    /// are forgotten (SQLite gives a rolled-back id to the next target it stores).
+    pub(super) fn rolled_back(&mut self) {
+        for key in std::mem::take(&mut self.fresh) {
+            if let Some(id) = self.ids.remove(&key) {
+                self.info.remove(&id);
+                self.masks.remove(&id);
+            }
+        }
     }
 
     /// The event as the model sees it.
