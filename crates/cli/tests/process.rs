@@ -338,8 +338,11 @@ async fn the_intake_floor_writes_every_row_of_an_answered_lead_and_none_of_a_fai
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_such_index"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let srv =
-        ServerProcess::spawn(BIN, &["bench", "floor-serve", "--database", db, "--rows", "lead", "--without-index", "leads_phone"]).await;
+    let srv = ServerProcess::spawn(
+        BIN,
+        &["bench", "floor-serve", "--database", db, "--rows", "lead", "--without-index", "leads_channel_created"],
+    )
+    .await;
     let lead = |i: u32| {
         json!({"name": format!("Пол {i}"), "phone": format!("+7901000000{i}"), "email": format!("floor{i}@example.ru"),
                "channel": "web_form", "utm": {"source": "yandex"}})
@@ -365,8 +368,8 @@ async fn the_intake_floor_writes_every_row_of_an_answered_lead_and_none_of_a_fai
     assert_eq!(count("SELECT count(*) FROM events WHERE kind = 'lead_created' AND lead_id IS NOT NULL"), 3);
     assert_eq!(count("SELECT count(*) FROM lead_scores WHERE status = 'new'"), 3);
     assert_eq!(count("SELECT count(*) FROM outbox WHERE topic = 'lead.created'"), 3);
-    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_phone'"), 0);
-    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_email'"), 1);
+    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_channel_created'"), 0);
+    assert_eq!(count("SELECT count(*) FROM sqlite_master WHERE name = 'leads_status_created'"), 1);
     drop(conn);
     drop(srv);
 

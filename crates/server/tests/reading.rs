@@ -78,6 +78,37 @@ async fn search_finds_a_phone_typed_in_any_format() {
     assert_eq!(find("ясень").await, vec![late["id"].as_str().unwrap().to_string()]);
 }
 
+/// A whole phone or e-mail typed into search finds every lead holding exactly it — the one
+/// that answers for the contact now and an earlier, refused one — and no lead whose text
+/// merely contains it, in every sort, before and after the search index catches up.
+#[tokio::test]
+async fn a_whole_phone_or_email_finds_every_lead_holding_exactly_it() {
+    let app = spawn_app().await;
+    let old = app.lead(json!({"name": "Анна Старая", "phone": "+79215551234", "email": "anna@example.ru"})).await.json();
+    let old_id = old["id"].as_str().unwrap().to_string();
+    app.store.set_status(old_id.parse().unwrap(), LeadStatus::Refused, Some("price"), None).await.unwrap();
+    let new = app.lead(json!({"name": "Анна Новая", "phone": "8 921 555 12 34", "email": "Anna@Example.ru"})).await.json();
+    let new_id = new["id"].as_str().unwrap().to_string();
+    assert_eq!(new["returning_of"].as_str(), Some(old_id.as_str()), "{new}");
+    // Text holding the phone's digits and the e-mail as parts of something longer.
+    app.lead(json!({"name": "79215551234 в имени", "phone": "+79215551235", "email": "hanna@example.ru"})).await;
+    app.lead(json!({"company": "anna@example.ru.com", "phone": "+79035550000"})).await;
+    let mut want = vec![old_id.clone(), new_id.clone()];
+    want.sort();
+    for indexed in [false, true] {
+        for q in ["+7 921 555-12-34", "89215551234", "ANNA@example.ru"] {
+            for sort in ["priority", "created", "score"] {
+                let mut found = ids(&app.list(&format!("q={}&sort={sort}", urlencode(q))).await);
+                found.sort();
+                assert_eq!(found, want, "q={q}, sort={sort}, indexed: {indexed}");
+            }
+        }
+        // A state filter narrows it like any other search.
+        assert_eq!(ids(&app.list("q=89215551234&status=refused").await), vec![old_id.clone()], "indexed: {indexed}");
+        while app.store.index_words(1000).await.unwrap() > 0 {}
+    }
+}
+
 /// A repeat request that brings a contact the lead lacked fills it in, and search finds the
 /// lead by it (before and after the search index catches up); one that brings nothing new
 /// leaves the lead's search as it was.

@@ -255,6 +255,18 @@ pub struct LeadFilter {
     pub cursor: Option<Cursor>,
 }
 
+impl LeadFilter {
+    /// What a lead's search column holds when it matches the search: for a whole phone or
+    /// e-mail, its form as `voronka_domain::lead::search_text` writes it.
+    fn needle(&self) -> Option<String> {
+        match &self.q_contact {
+            Some(ExactContact::Phone(p)) => voronka_domain::Phone::from_e164_unchecked(p.clone()).search_forms().into_iter().next(),
+            Some(ExactContact::Email(e)) => Some(e.to_lowercase()),
+            None => self.q.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ExactContact {
     /// E.164.
@@ -455,6 +467,8 @@ macro_rules! push_lead_filters {
             }
             $qb.push(")");
         }
+        // A whole phone or e-mail is matched exactly; the search column, which holds it,
+        // lets the trigram index find the candidates (see `Store::leads`).
         match &f.q_contact {
             Some(ExactContact::Phone(p)) => {
                 $qb.push(" AND l.phone = ").push_bind(p.as_str());
@@ -462,11 +476,10 @@ macro_rules! push_lead_filters {
             Some(ExactContact::Email(e)) => {
                 $qb.push(" AND l.email = ").push_bind(e.as_str());
             }
-            None => {
-                if let Some(l) = $like {
-                    $qb.push(" AND l.search LIKE ").push_bind(l).push(" ESCAPE '\\'");
-                }
-            }
+            None => {}
+        }
+        if let Some(l) = $like {
+            $qb.push(" AND l.search LIKE ").push_bind(l).push(" ESCAPE '\\'");
         }
         if let Some(m) = f.min_score {
             $qb.push(" AND COALESCE(s.score, 0) >= ").push_bind(m);
@@ -527,36 +540,41 @@ impl Store {
 
     pub async fn leads(&self, f: &LeadFilter) -> Result<LeadPage, StoreError> {
         let limit = f.limit.clamp(1, 500) as i64;
-        let like = f.q.as_deref().map(escape_like);
+        let needle = f.needle();
+        let like = needle.as_deref().map(escape_like);
+        let phrase = needle.as_deref().and_then(trigram_phrase);
         // Score and priority lists walk the score index: a page costs about the rows it
         // skips. PostgreSQL's planner weighs that against the filters' and the search's
         // indexes with its statistics. SQLite has none, so it is told: an exact phone or
-        // e-mail is looked up in its index; words held by few leads (counted in the trigram
+        // e-mail is looked up in the trigram index (it has no index of its own: one cost
+        // every new lead an insert at a random place) and checked against the lead's column;
+        // words held by few leads (counted in the trigram
         // index, up to half the walk) are read through it; otherwise `+` keeps it off the
         // leads indexes, and the walk — checking the filters and the words on the way — is
         // bounded to `list_walk_rows` index entries; when fewer rows than a page match within
         // them, the filters are rare and the matches are read through the filters' (or the
         // words') indexes and sorted instead.
         let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
+        let (like, phrase) = (like.as_deref(), phrase.as_deref());
         let rows = if !by_score {
-            self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
+            self.lead_rows(f, like, phrase, limit, Plan::FilterFirst).await?
         } else if !self.db.is_sqlite() {
-            self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound: None, key: WalkKey::of(f) }).await?
+            self.lead_rows(f, like, phrase, limit, Plan::Walk { bound: None, key: WalkKey::of(f) }).await?
         } else if f.q_contact.is_some() {
-            self.lead_rows(f, None, limit, Plan::FilterFirst).await?
-        } else if let Some(phrase) = like.as_ref().and(f.q.as_deref()).and_then(trigram_phrase)
-            && self.word_matches(&phrase, self.list_walk_rows / 2).await? < self.list_walk_rows / 2
+            self.lead_rows(f, like, phrase, limit, Plan::FilterFirst).await?
+        } else if let Some(phrase) = phrase
+            && self.word_matches(phrase, self.list_walk_rows / 2).await? < self.list_walk_rows / 2
         {
             // Few leads hold the words: read them through the trigram index and sort them.
-            self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
+            self.lead_rows(f, like, Some(phrase), limit, Plan::FilterFirst).await?
         } else {
             let key = WalkKey::of(f);
             let bound = self.walk_bound(f, key).await?;
-            let rows = self.lead_rows(f, like.as_deref(), limit, Plan::Walk { bound, key }).await?;
+            let rows = self.lead_rows(f, like, phrase, limit, Plan::Walk { bound, key }).await?;
             if rows.len() as i64 > limit || bound.is_none() {
                 rows
             } else {
-                self.lead_rows(f, like.as_deref(), limit, Plan::FilterFirst).await?
+                self.lead_rows(f, like, phrase, limit, Plan::FilterFirst).await?
             }
         };
         let more = rows.len() as i64 > limit;
@@ -649,7 +667,15 @@ impl Store {
     }
 
     /// Up to `limit + 1` rows of the list, read by `plan`.
-    async fn lead_rows(&self, f: &LeadFilter, like: Option<&str>, limit: i64, plan: Plan) -> Result<Vec<SortedRow>, StoreError> {
+    /// `like` is the search's `LIKE` pattern, `phrase` the same as a trigram query (SQLite).
+    async fn lead_rows(
+        &self,
+        f: &LeadFilter,
+        like: Option<&str>,
+        phrase: Option<&str>,
+        limit: i64,
+        plan: Plan,
+    ) -> Result<Vec<SortedRow>, StoreError> {
         let access = self.access_sql(&f.access);
         let field = if f.sort == LeadSort::Score { "score" } else { "priority" };
         let by_score = matches!(f.sort, LeadSort::Score | LeadSort::Priority);
@@ -672,7 +698,7 @@ impl Store {
             // Reading the matches first, SQLite takes them from the trigram index.
             if sqlite
                 && matches!(plan, Plan::FilterFirst)
-                && let Some(phrase) = like.and(f.q.as_deref()).and_then(trigram_phrase)
+                && let Some(phrase) = phrase
             {
                 qb.push(" AND l.rowid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ")
                     .push_bind(phrase)
