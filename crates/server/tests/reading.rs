@@ -95,7 +95,18 @@ async fn a_whole_phone_or_email_finds_every_lead_holding_exactly_it() {
     app.lead(json!({"company": "anna@example.ru.com", "phone": "+79035550000"})).await;
     let mut want = vec![old_id.clone(), new_id.clone()];
     want.sort();
+    // The new lead goes to a manager, who sees only the leads they own.
+    let manager = app.user("manager@example.ru", "manager", "secret-password-1").await;
+    app.store.reassign(new_id.parse().unwrap(), manager.id, "test", &voronka_store::users::Access::All).await.unwrap();
+    let (_, manager_token) = app.store.create_user_token(manager.id, "t", &["leads:read".to_string()]).await.unwrap();
     for indexed in [false, true] {
+        if !indexed && backend() == "sqlite" {
+            assert!(app.store.unindexed_leads().await.unwrap() >= 4, "the first pass reads the leads not in the search index yet");
+        }
+        let own = app.get("/api/v1/leads?q=89215551234&sort=priority", Some(&manager_token)).await;
+        assert_eq!(ids(&own.json()), vec![new_id.clone()], "a manager's search, indexed: {indexed}: {}", own.text());
+        let owned = ids(&app.list(&format!("q=anna%40example.ru&owner={}", manager.id)).await);
+        assert_eq!(owned, vec![new_id.clone()], "indexed: {indexed}");
         for q in ["+7 921 555-12-34", "89215551234", "ANNA@example.ru"] {
             for sort in ["priority", "created", "score"] {
                 let mut found = ids(&app.list(&format!("q={}&sort={sort}", urlencode(q))).await);
@@ -104,7 +115,10 @@ async fn a_whole_phone_or_email_finds_every_lead_holding_exactly_it() {
             }
         }
         // A state filter narrows it like any other search.
-        assert_eq!(ids(&app.list("q=89215551234&status=refused").await), vec![old_id.clone()], "indexed: {indexed}");
+        for sort in ["priority", "created"] {
+            let refused = ids(&app.list(&format!("q=89215551234&status=refused&sort={sort}")).await);
+            assert_eq!(refused, vec![old_id.clone()], "sort={sort}, indexed: {indexed}");
+        }
         while app.store.index_words(1000).await.unwrap() > 0 {}
     }
 }

@@ -242,8 +242,8 @@ pub struct LeadFilter {
     pub campaign: Option<String>,
     /// Already turned into what the search column holds (see `voronka_domain::lead::search_needle`).
     pub q: Option<String>,
-    /// The search typed was a whole phone number or e-mail address (normalised): matched
-    /// exactly, through an index, instead of `q`.
+    /// The search typed was a whole phone number or e-mail address (normalised): the leads
+    /// holding exactly it, found through the search index (see `Store::leads`).
     pub q_contact: Option<ExactContact>,
     pub min_score: Option<f64>,
     /// Leave out leads waiting for triage (they have their own list).
@@ -690,14 +690,31 @@ impl Store {
             (Plan::FilterFirst, true) => (format!("COALESCE(s.{field}, 0)"), LEAD_FROM.to_string(), "l.id", ""),
             (Plan::FilterFirst, false) => ("0.0".to_string(), LEAD_FROM.to_string(), "l.id", ""),
         };
+        // The leads holding a whole phone or e-mail are few: SQLite reads them from the
+        // trigram index (and the leads not in it yet) first and checks the filters on them.
+        // Left to itself it took a filter's index (a manager's leads, a state) whenever
+        // there was one, and read every lead under it.
+        let contact_first = sqlite && matches!(plan, Plan::FilterFirst) && f.q_contact.is_some();
         let rows: Vec<SortedRow> = with_read!(&self.db, p => {
-            let mut qb = QueryBuilder::new(format!(
-                "SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM {from} WHERE {access}"
-            ));
+            let mut qb = QueryBuilder::new(format!("SELECT {LEAD_COLUMNS}, CAST({sort_col} AS DOUBLE PRECISION) AS sort_value FROM "));
+            match phrase.filter(|_| contact_first) {
+                Some(phrase) => {
+                    // The two parts are disjoint: the index holds the leads up to its mark.
+                    qb.push("(SELECT rowid AS r FROM lead_words WHERE lead_words MATCH ")
+                        .push_bind(phrase)
+                        .push(" UNION ALL SELECT rowid FROM leads WHERE rowid > (SELECT indexed_to FROM lead_words_state)) w \
+                               CROSS JOIN leads l ON l.rowid = w.r LEFT JOIN lead_scores s ON s.lead_id = l.id");
+                }
+                None => {
+                    qb.push(from);
+                }
+            }
+            qb.push(format!(" WHERE {access}"));
             push_lead_filters!(qb, f, like, plus);
             // Reading the matches first, SQLite takes them from the trigram index.
             if sqlite
                 && matches!(plan, Plan::FilterFirst)
+                && !contact_first
                 && let Some(phrase) = phrase
             {
                 qb.push(" AND l.rowid IN (SELECT rowid FROM lead_words WHERE lead_words MATCH ")

@@ -479,8 +479,13 @@ fn pages(addr: SocketAddr, requests: u64, make: MakeReq) -> Result<Stats> {
 
 /// Ids of the first 100 leads of `GET /api/v1/leads?{query}`.
 async fn lead_ids(addr: SocketAddr, token: &str, query: &str) -> Result<Vec<String>> {
+    lead_field(addr, token, query, "id").await
+}
+
+/// A field of the leads of a list's first page (those that have it).
+async fn lead_field(addr: SocketAddr, token: &str, query: &str, field: &str) -> Result<Vec<String>> {
     let v = get_json(addr, &format!("/api/v1/leads?limit=100&{query}"), token).await.context("lead list")?;
-    Ok(v["items"].as_array().into_iter().flatten().filter_map(|l| l["id"].as_str().map(str::to_string)).collect())
+    Ok(v["items"].as_array().into_iter().flatten().filter_map(|l| l[field].as_str().map(str::to_string)).collect())
 }
 
 /// One `GET` on a connection of its own, its body read as JSON.
@@ -582,9 +587,15 @@ async fn ui_one(a: &UiArgs, name: &str, url: &str, generate: bool) -> Result<()>
         ids.extend(lead_ids(addr, &admin_token, query).await?);
     }
     let mine = Arc::new(lead_ids(addr, &manager_token, "limit=100").await?);
-    if ids.is_empty() || mine.is_empty() {
+    // Whole e-mails of leads, typed as they are (the seed draws their domains at random).
+    let mut emails: Vec<String> = Vec::new();
+    for query in ["sort=created", "status=in_progress", "status=refused", "sort=created_asc"] {
+        emails.extend(lead_field(addr, &admin_token, query, "email").await?.iter().map(|e| e.replace('@', "%40")));
+    }
+    if ids.is_empty() || mine.is_empty() || emails.is_empty() {
         bail!("the lead lists returned no leads");
     }
+    let emails = Arc::new(emails);
     let ids = Arc::new(ids);
     // Phones of seeded leads, typed the way people type them: 8 (9XX) XXX-XX-XX.
     let leads = a.leads.max(1);
@@ -606,6 +617,8 @@ async fn ui_one(a: &UiArgs, name: &str, url: &str, generate: bool) -> Result<()>
         // Words of one lead: the last 7 digits of a phone, the start of an e-mail.
         ("inbox, search by digits", true, Arc::new(move |n| format!("/inbox?q={}", &digits(n)[3..]))),
         ("inbox, search by e-mail", true, Arc::new(move |n| format!("/inbox?q=user{}%40", (n.wrapping_mul(40_503) + 17) % leads))),
+        ("inbox, whole e-mail", true, Arc::new(move |n| format!("/inbox?q={}", emails[(n as usize * 7) % emails.len()]))),
+        ("inbox, manager's phone", false, Arc::new(move |n| format!("/inbox?tab=mine&q={}", phone(n)))),
         ("inbox, new-leads poll", true, Arc::new(|_| "/inbox/rows".to_string())),
         ("inbox, manager's own", false, Arc::new(|_| "/inbox?tab=mine".to_string())),
         ("lead card", true, {
