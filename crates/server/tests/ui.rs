@@ -735,6 +735,96 @@ async fn arrivals_fall_on_the_viewers_local_days() {
     assert!(none.per_day.is_empty() && none.funnel.is_empty(), "{none:?}");
 }
 
+/// The dashboard's arrivals and funnel and the kanban's counts, as a viewer who sees every
+/// lead gets them (on SQLite from the arrival counts where they can), against the same
+/// figures read from the leads themselves (a viewer of the unowned leads: every lead here).
+async fn arrival_figures(app: &TestApp, from: &str, to: voronka_store::Ts) -> voronka_store::analytics::Arrivals {
+    let from = voronka_store::Ts::from(from.parse::<chrono::DateTime<chrono::Utc>>().unwrap());
+    let all = app.store.arrivals(&Access::All, from, to, 3 * 3600).await.unwrap();
+    let direct = Access::Team { team_id: None, user_id: Uuid::nil() };
+    assert_eq!(all, app.store.arrivals(&direct, from, to, 3 * 3600).await.unwrap(), "counted and direct agree");
+    assert_eq!(app.store.status_counts(&Access::All).await.unwrap(), app.store.status_counts(&direct).await.unwrap());
+    all
+}
+
+#[tokio::test]
+async fn arrival_counts_follow_new_changed_and_removed_leads() {
+    use voronka_domain::Clock;
+    use voronka_store::analytics::DayCount;
+    let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let clock = voronka_domain::TestClock::new(at("2026-03-10T10:30:00Z"));
+    let app = spawn_app_with(AppConfig::default(), std::sync::Arc::new(clock.clone())).await;
+    let sqlite = backend() == "sqlite";
+    let index = || async {
+        while app.store.index_words(1000).await.unwrap() > 0 {}
+        assert_eq!(app.store.unindexed_leads().await.unwrap(), 0);
+    };
+    let now = || voronka_store::Ts::from(clock.now() + chrono::Duration::seconds(1));
+    // Moscow days (UTC+3); 10:30 UTC on the 10th is 13:30 there.
+    let day = |d: &str| at(&format!("{d}T00:00:00Z")).timestamp() / 86_400;
+    let count = |d: &str, channel: &str, count: i64| DayCount { day: day(d), channel: channel.into(), count };
+    let funnel = |f: &[(&str, i64)]| f.iter().map(|(s, n)| (s.to_string(), *n)).collect::<Vec<_>>();
+
+    let first = lead(&app, json!({"phone": "+79215550031", "channel": "call"})).await;
+    lead(&app, json!({"phone": "+79215550032", "channel": "call"})).await;
+    clock.advance(chrono::Duration::hours(1));
+    lead(&app, json!({"phone": "+79215550033", "channel": "web_form"})).await;
+    clock.advance(chrono::Duration::days(1));
+    lead(&app, json!({"phone": "+79215550034", "channel": "web_form"})).await;
+    clock.advance(chrono::Duration::minutes(30));
+    let expected = [count("2026-03-10", "call", 2), count("2026-03-10", "web_form", 1), count("2026-03-11", "web_form", 1)];
+    // Not counted yet (read from the leads), then counted; a period from the middle of an
+    // hour leaves that hour's earlier leads out.
+    for counted in [false, true] {
+        if counted {
+            index().await;
+        }
+        let a = arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await;
+        assert_eq!((a.per_day, a.funnel), (expected.to_vec(), funnel(&[("new", 4)])), "counted: {counted}");
+        let a = arrival_figures(&app, "2026-03-10T10:45:00Z", now()).await;
+        assert_eq!(a.per_day, expected[1..], "counted: {counted}");
+    }
+
+    // A lead in the hour now running, then in a whole hour not counted yet.
+    lead(&app, json!({"phone": "+79215550035", "channel": "call"})).await;
+    let a = arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await;
+    assert!(a.per_day.contains(&count("2026-03-11", "call", 1)), "{:?}", a.per_day);
+    clock.advance(chrono::Duration::hours(1));
+    assert_eq!(arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await.funnel, funnel(&[("new", 5)]));
+
+    // A counted lead changes state: the funnel follows at once.
+    let r =
+        app.call("POST", &format!("/api/v1/leads/{first}/status"), &app.token, Some(&json!({"status": "junk", "reason": "spam"}))).await;
+    assert!(r.status < 300, "{}", r.text());
+    let a = arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await;
+    assert_eq!(a.funnel, funnel(&[("junk", 1), ("new", 4)]));
+    assert_eq!(a.per_day[0], count("2026-03-10", "call", 2), "the arrival stays");
+    index().await;
+    assert_eq!(arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await.funnel, funnel(&[("junk", 1), ("new", 4)]));
+
+    // Counted leads removed by an import's undo, then a new lead that may take the last
+    // one's rowid again (SQLite): counted at once.
+    let r = app.upload("/api/v1/imports", &app.token, "a.csv", b"Name,Phone\nA,+79215550036\nB,+79215550037\n", &[]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(app.wait_import(&id).await["created"], 2);
+    index().await;
+    clock.advance(chrono::Duration::hours(1));
+    let a = arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await;
+    assert_eq!(a.funnel, funnel(&[("junk", 1), ("new", 6)]));
+    let r = app.call("POST", &format!("/api/v1/imports/{id}/undo"), &app.token, None).await;
+    assert_eq!(r.json()["removed"], 2, "{}", r.text());
+    assert_eq!(arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await.funnel, funnel(&[("junk", 1), ("new", 4)]));
+    lead(&app, json!({"phone": "+79215550038", "channel": "chat"})).await;
+    if sqlite {
+        assert_eq!(app.store.unindexed_leads().await.unwrap(), 0, "the rowid was taken again, at or below the mark");
+    }
+    clock.advance(chrono::Duration::hours(1));
+    let a = arrival_figures(&app, "2026-03-09T21:00:00Z", now()).await;
+    assert_eq!(a.funnel, funnel(&[("junk", 1), ("new", 5)]));
+    assert_eq!(a.per_day.iter().filter(|d| d.channel == "chat").map(|d| d.count).sum::<i64>(), 1);
+}
+
 #[tokio::test]
 async fn settings_editors_check_like_the_api_and_save() {
     let app = spawn_app().await;

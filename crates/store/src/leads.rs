@@ -596,8 +596,8 @@ impl Store {
     }
 
     /// Adds up to `batch` leads not yet in the trigram index (SQLite; PostgreSQL's index is
-    /// kept by the database itself) to it, in one transaction; the number added, 0 when it
-    /// is up to date.
+    /// kept by the database itself) to it, and to the dashboard's arrival counts, in one
+    /// transaction; the number added, 0 when both are up to date.
     ///
     /// Written through the bookkeeping connection (see `Store::bookkeeping`): the index is
     /// derived data, and its batch and the mark saying how far it got are one transaction,
@@ -624,6 +624,19 @@ impl Store {
             let Some(to) = to else { return Ok((0, held.elapsed())) };
             tx.execute(
                 "INSERT INTO lead_words (rowid, search) SELECT rowid, search FROM leads WHERE rowid > ?1 AND rowid <= ?2",
+                [from, to],
+            )?;
+            // The dashboard's counts share the mark (migration 0018).
+            tx.execute(
+                "INSERT INTO arrivals_by_channel (hour, channel, n) \
+                 SELECT created_at / 3600000000, channel, COUNT(*) FROM leads WHERE rowid > ?1 AND rowid <= ?2 GROUP BY 1, 2 \
+                 ON CONFLICT (hour, channel) DO UPDATE SET n = n + excluded.n",
+                [from, to],
+            )?;
+            tx.execute(
+                "INSERT INTO arrivals_by_status (hour, status, n) \
+                 SELECT created_at / 3600000000, status, COUNT(*) FROM leads WHERE rowid > ?1 AND rowid <= ?2 GROUP BY 1, 2 \
+                 ON CONFLICT (hour, status) DO UPDATE SET n = n + excluded.n",
                 [from, to],
             )?;
             tx.execute("UPDATE lead_words_state SET indexed_to = ?1", [to])?;
