@@ -412,3 +412,22 @@ async fn the_import_floor_runs_without_the_indexes_it_is_told_to_drop() {
     let out = run(&["--floor-without-index", "leads_pkey"]);
     assert!(out.contains("the floor could not be measured") && out.contains("\"leads_pkey\"] are keys"), "{out}");
 }
+
+/// `voronka bench import`'s SQLite floor: its one writer alone inserting the rows of as many
+/// new leads as the import created, into a fresh database of its own.
+#[tokio::test]
+async fn the_sqlite_import_floor_writes_as_many_leads_as_the_import_created() {
+    if backend() != "sqlite" {
+        return;
+    }
+    let out = std::process::Command::new(BIN).args(["bench", "import", "--backend", "sqlite", "--rows", "300"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let imported = out.lines().find(|l| l.contains("imported 300 rows")).unwrap_or_else(|| panic!("no import in {out}"));
+    let created: u64 = imported.split(" created").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(created > 200, "{imported}");
+    let floor = out.lines().find(|l| l.contains("the floor:")).unwrap_or_else(|| panic!("no floor in {out}"));
+    assert!(floor.contains(&format!(": {created} leads in ")), "{floor}");
+    let rate: f64 = floor.split(" leads/s").next().and_then(|h| h.rsplit(' ').next()).and_then(|r| r.parse().ok()).unwrap();
+    assert!(rate >= 100.0, "{floor}");
+}

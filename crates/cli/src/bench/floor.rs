@@ -378,3 +378,109 @@ fn insert_rows(tx: &rusqlite::Transaction, head: &str, cols: usize, values: &[&d
     }
     Ok(())
 }
+
+/// What the SQLite import floor measured.
+pub struct ImportFloor {
+    pub leads: u64,
+    pub secs: f64,
+}
+
+/// The SQLite import floor: one writer, as Voronka's, doing the least an import with
+/// deduplication must do for each new lead of a file — look its phone and e-mail up, insert
+/// the lead, its two identities, its arrival event, its score row, its outbox message and
+/// the row's outcome (the import's report and undo read it) — into the migrated database at
+/// `path` with all its indexes, `batch` leads a durable transaction, `leads` leads in all.
+/// With the schema's foreign keys (as Voronka's writer), nothing else: no parsing,
+/// normalising or scoring, no repeats, no search index, no checkpoints; so the import's
+/// writer cannot take less.
+pub fn import_floor(path: &std::path::Path, leads: u64, batch: usize) -> Result<ImportFloor> {
+    let mut conn = open(path, FloorRows::Lead)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")?;
+    let import_id = Uuid::now_v7();
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < leads {
+        let n = (leads - done).min(batch as u64);
+        let now = chrono::Utc::now().timestamp_micros();
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let names: Vec<String> = (done..done + n).map(|i| format!("Импорт {i}")).collect();
+        let phones: Vec<String> = (done..done + n).map(|i| format!("+79{:09}", i % 1_000_000_000)).collect();
+        let emails: Vec<String> = (done..done + n).map(|i| format!("floor{i}@example.ru")).collect();
+        let search: Vec<String> =
+            (0..n as usize).map(|i| format!("{} ооо тест {} {}", names[i].to_lowercase(), emails[i], phones[i])).collect();
+        let idents: Vec<(String, &str, &Uuid)> = (0..n as usize)
+            .flat_map(|i| [(format!("phone:{}", phones[i]), "phone", &ids[i]), (format!("email:{}", emails[i]), "email", &ids[i])])
+            .collect();
+        let rows: Vec<i64> = (done..done + n).map(|i| i as i64 + 2).collect();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for chunk in idents.chunks(64) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT i.lead_id, l.status FROM identities i JOIN leads l ON l.id = i.lead_id WHERE i.ident IN ({marks})"
+            ))?;
+            let found =
+                stmt.query(rusqlite::params_from_iter(chunk.iter().map(|(ident, _, _)| ident)))?.mapped(|r| r.get::<_, Uuid>(0)).count();
+            anyhow::ensure!(found == 0, "the floor's contacts are new");
+        }
+        let (new, created, cold, grade, topic, channel, company, message) =
+            ("new", "lead_created", "cold", "C", "lead.created", "import", "ООО Тест", "Хочу узнать цену");
+        let (points, version, ledger, outcome) = (4i64, 1i64, [7u8; 24], "created");
+        let (ledger, data) = (&ledger[..], r#"{"channel":"import","source":"bench"}"#);
+        let payloads: Vec<String> = ids.iter().map(|id| serde_json::json!({ "lead_id": id }).to_string()).collect();
+        let none: Option<String> = None;
+        let mut lead_rows: Vec<&dyn ToSql> = Vec::with_capacity(n as usize * 16);
+        let mut ident_rows: Vec<&dyn ToSql> = Vec::with_capacity(idents.len() * 4);
+        let mut events: Vec<&dyn ToSql> = Vec::with_capacity(n as usize * 5);
+        let mut scores: Vec<&dyn ToSql> = Vec::with_capacity(n as usize * 10);
+        let mut outbox: Vec<&dyn ToSql> = Vec::with_capacity(n as usize * 5);
+        let mut outcomes: Vec<&dyn ToSql> = Vec::with_capacity(n as usize * 4);
+        for i in 0..n as usize {
+            let id = &ids[i];
+            lead_rows.extend_from_slice(&[
+                id as &dyn ToSql,
+                &names[i],
+                &phones[i],
+                &emails[i],
+                &company,
+                &message,
+                &channel,
+                &none,
+                &none,
+                &none,
+                &none,
+                &new,
+                &search[i],
+                &now,
+                &now,
+                &now,
+            ]);
+            events.extend_from_slice(&[id as &dyn ToSql, &created, &now, &data, &now]);
+            scores.extend_from_slice(&[id as &dyn ToSql, &points, &points, &points, &cold, &grade, &ledger, &version, &now, &new]);
+            outbox.extend_from_slice(&[&topic as &dyn ToSql, id, &payloads[i], &now, &now]);
+            outcomes.extend_from_slice(&[&import_id as &dyn ToSql, &rows[i], &outcome, id]);
+        }
+        for (ident, kind, id) in &idents {
+            ident_rows.extend_from_slice(&[ident as &dyn ToSql, kind, *id, &now]);
+        }
+        insert_rows(
+            &tx,
+            "INSERT INTO leads (id, name, phone, email, company, message, channel, campaign, utm_source, utm_medium, \
+             utm_campaign, status, search, created_at, updated_at, last_request_at)",
+            16,
+            &lead_rows,
+        )?;
+        insert_rows(&tx, "INSERT INTO identities (ident, kind, lead_id, created_at)", 4, &ident_rows)?;
+        insert_rows(&tx, "INSERT INTO events (lead_id, kind, at, data, created_at)", 5, &events)?;
+        insert_rows(
+            &tx,
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status)",
+            10,
+            &scores,
+        )?;
+        insert_rows(&tx, "INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at)", 5, &outbox)?;
+        insert_rows(&tx, "INSERT INTO import_rows (import_id, row_no, outcome, lead_id)", 4, &outcomes)?;
+        tx.commit()?;
+        done += n;
+    }
+    Ok(ImportFloor { leads: done, secs: started.elapsed().as_secs_f64() })
+}
