@@ -120,7 +120,9 @@ impl Store {
     async fn counted_arrivals(&self, access: &Access, from: Ts, to: Ts, offset_s: i64) -> Result<Option<Tally>, StoreError> {
         let crate::db::Db::Sqlite { read, .. } = &self.db else { return Ok(None) };
         let (start, end) = (from.micros(), to.micros());
-        if !matches!(access, Access::All) || offset_s % 3600 != 0 || start < 0 {
+        // SQL's integer division truncates where `div_euclid` floors: the counts answer only
+        // where every dividend is positive (any time after 2 January 1970).
+        if !matches!(access, Access::All) || offset_s % 3600 != 0 || start < 86_400 * 1_000_000 {
             return Ok(None);
         }
         // The whole hours of the period: [h0, h1).
