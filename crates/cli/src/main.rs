@@ -56,6 +56,9 @@ enum Command {
     /// Import leads from a CSV or XLSX file through the intake (dedup, scoring); resumable,
     /// with a dry run, a report of every row, and undo.
     Import(import::ImportArgs),
+    /// Build the search index and the dashboard's arrival counts anew from the leads
+    /// (SQLite; after a `VACUUM` or a dump loaded without `--preserve-rowids`).
+    Reindex,
     /// Benchmarks of the running system (see README, Performance).
     Bench {
         #[command(subcommand)]
@@ -230,6 +233,34 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Migrate => {
             Store::migrate(&url).await?;
             println!("migrated");
+            Ok(())
+        }
+        Command::Reindex => {
+            let store = open(&url).await?;
+            if !store.reset_search_index().await? {
+                println!("nothing to do: PostgreSQL keeps its search index itself / нечего делать: PostgreSQL ведёт поисковый индекс сам");
+                store.close().await;
+                return Ok(());
+            }
+            let (total, started) = (store.unindexed_leads().await?, std::time::Instant::now());
+            let mut done = 0usize;
+            loop {
+                let n = store.index_words(20_000).await?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+                eprint!("\r  {done}/{total}");
+            }
+            if done > 0 {
+                eprintln!();
+            }
+            store.close().await;
+            println!(
+                "reindexed {done} leads in {:.1} s / переиндексировано лидов: {done} за {:.1} с",
+                started.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         Command::Token { command: TokenCommand::Create { name, scopes, user } } => {

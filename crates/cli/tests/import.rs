@@ -113,3 +113,45 @@ async fn an_import_killed_half_way_finishes_when_started_again_without_duplicate
     assert_eq!(store.imports(10).await.unwrap().len(), 1, "the same run was resumed");
     store.close().await;
 }
+
+/// `voronka reindex`: on SQLite the search index and the dashboard's arrival counts, lost or
+/// wrong (as after a `VACUUM` renumbered the leads' rowids), are built anew from the leads;
+/// on PostgreSQL there is nothing to do.
+#[tokio::test]
+async fn reindex_builds_the_search_index_and_the_arrival_counts_anew() {
+    use voronka_store::users::Access;
+    let db = TestDb::new().await;
+    let dir = TempDir::new();
+    let file = dir.0.join("leads.csv");
+    std::fs::write(&file, "Name,Phone,Email\nАнна Reindex,+79215552001,anna@example.ru\nBoris,+79215552002,\nVera,+79215552003,\n")
+        .unwrap();
+    let out = voronka(&["import", file.to_str().unwrap(), "--quiet", "--lang", "en"], &db.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = voronka(&["reindex"], &db.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let Some(path) = db.url.strip_prefix("sqlite://") else {
+        assert!(text(&out.stdout).contains("nothing to do"), "{}", text(&out.stdout));
+        return;
+    };
+    assert!(text(&out.stdout).contains("reindexed 3 leads"), "{}", text(&out.stdout));
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let int = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    // The derived data wrong in every way it can be: counts lost and changed, index emptied.
+    conn.execute_batch(
+        "DELETE FROM arrivals_by_status; UPDATE arrivals_by_channel SET n = 99; \
+         INSERT INTO lead_words (lead_words) VALUES ('delete-all');",
+    )
+    .unwrap();
+    assert_eq!(int("SELECT count(*) FROM lead_words WHERE lead_words MATCH '\"reindex\"'"), 0);
+    let out = voronka(&["reindex"], &db.url);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("reindexed 3 leads"), "{}", text(&out.stdout));
+    assert_eq!(int("SELECT count(*) FROM lead_words WHERE lead_words MATCH '\"reindex\"'"), 1);
+    assert_eq!(int("SELECT SUM(n) FROM arrivals_by_channel"), 3);
+    assert_eq!(int("SELECT SUM(n) FROM arrivals_by_status"), 3);
+    assert_eq!(int("SELECT indexed_to FROM lead_words_state"), int("SELECT MAX(rowid) FROM leads"));
+    let store = Store::open(&StoreConfig::new(&db.url), Arc::new(SystemClock)).await.unwrap();
+    assert_eq!(store.status_counts(&Access::All).await.unwrap(), [("new".to_string(), 3)]);
+    store.close().await;
+}

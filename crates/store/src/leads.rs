@@ -648,6 +648,22 @@ impl Store {
         .await
     }
 
+    /// Empties the search index and the dashboard's arrival counts and sets their mark back
+    /// to 0, so that `index_words` builds both anew from the leads; false on PostgreSQL,
+    /// whose index the database keeps itself. Both are keyed by the leads' rowids: for a
+    /// database whose rowids were renumbered (a `VACUUM`, a dump loaded without
+    /// `--preserve-rowids`) or whose derived data is in doubt (`voronka reindex`).
+    pub async fn reset_search_index(&self) -> Result<bool, StoreError> {
+        let crate::db::Db::Sqlite { write, .. } = &self.db else { return Ok(false) };
+        let mut tx = write.begin().await?;
+        sqlx::query("INSERT INTO lead_words (lead_words) VALUES ('delete-all')").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM arrivals_by_channel").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM arrivals_by_status").execute(&mut *tx).await?;
+        sqlx::query("UPDATE lead_words_state SET indexed_to = 0").execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// How many leads are not in the search index yet (SQLite; 0 on PostgreSQL).
     pub async fn unindexed_leads(&self) -> Result<i64, StoreError> {
         let crate::db::Db::Sqlite { read, .. } = &self.db else { return Ok(0) };
