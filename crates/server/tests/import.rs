@@ -391,3 +391,87 @@ async fn a_run_held_by_a_live_worker_is_neither_taken_twice_nor_undone() {
     let info = app.store.finish_import(id, "other-worker", None).await.unwrap();
     assert_eq!(info.status, "undone");
 }
+
+/// A file of `n` rows, every third without a contact (rejected).
+fn with_rejected_rows(n: usize) -> String {
+    let mut text = String::from("Name,Phone\n");
+    for i in 0..n {
+        if i % 3 == 2 {
+            text.push_str(&format!("Nobody {i},\n"));
+        } else {
+            text.push_str(&format!("Person {i},+7922{:07}\n", 2_000_000 + i));
+        }
+    }
+    text
+}
+
+fn request(name: &str, text: String) -> voronka_server::import::ImportRequest {
+    voronka_server::import::ImportRequest {
+        source: name.into(),
+        file_name: format!("{name}.csv"),
+        bytes: bytes::Bytes::from(text),
+        mapping: Default::default(),
+        campaign: None,
+        dry_run: false,
+        actor: "test".into(),
+        keep_file: false,
+        region: Default::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_and_rejected_rows_written_beside_the_rows_are_all_there() {
+    // The run hands its rejected rows and its progress to a task of its own, so that the rows
+    // reach the intake without waiting for those writes. Written after every row here, most
+    // progress is skipped while that task is behind; no rejected row may be, and the import
+    // ends with its final figures.
+    use voronka_server::import::{prepare, run};
+    let app = spawn_app().await;
+    let p = prepare(&app.store, request("beside", with_rejected_rows(900)), "w").await.unwrap();
+    let p = p.progress_every(std::time::Duration::ZERO);
+    let id = p.info.id;
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let info = run(&app.store, p, "w", &|_| {
+        calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    })
+    .await
+    .unwrap();
+    assert!(calls.into_inner() >= 300, "on_progress is called after every row when asked to");
+    assert_eq!((info.status.as_str(), info.processed, info.created, info.rejected), ("done", 900, 600, 300), "{info:?}");
+    let counts = app.store.import_counts(id).await.unwrap();
+    assert_eq!((counts.created, counts.rejected), (600, 300), "every row's outcome is recorded");
+    let rows = report(&app, &id.to_string(), "en").await;
+    let rejected: Vec<&Vec<String>> = rows[1..].iter().filter(|r| r[1] == "rejected").collect();
+    assert_eq!(rejected.len(), 300);
+    assert!(rejected.iter().all(|r| (r[0].parse::<usize>().unwrap() - 2) % 3 == 2), "the rows without a contact");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_taken_over_midway_stops_as_busy() {
+    // Progress is written by another task than the one handing rows to the intake: when it
+    // finds the import taken over by another worker, the run must still stop (`Busy`) and
+    // leave the import to that worker, neither finishing nor failing it.
+    use voronka_server::import::{ImportError, prepare, run};
+    let app = spawn_app().await;
+    let p = prepare(&app.store, request("taken", with_rejected_rows(600)), "first").await.unwrap();
+    let p = p.progress_every(std::time::Duration::ZERO);
+    let id = p.info.id;
+    let store = app.store.clone();
+    let taken = std::sync::atomic::AtomicBool::new(false);
+    let r = run(&app.store, p, "first", &|_| {
+        if !taken.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // A claim that counts "first"'s heartbeat as stale, as a worker would after 30 s.
+            let later = voronka_store::ts::Ts::from(chrono::Utc::now() + chrono::Duration::hours(1));
+            let handle = tokio::runtime::Handle::current();
+            let took = tokio::task::block_in_place(|| handle.block_on(store.claim_import(id, "second", later)));
+            assert!(took.unwrap(), "the second worker takes the run over");
+        }
+    })
+    .await;
+    assert!(taken.into_inner());
+    assert!(matches!(r, Err(ImportError::Busy(x)) if x == id), "{:?}", r.map(|i| i.status));
+    let info = app.store.import_info(id).await.unwrap().unwrap();
+    assert_eq!(info.status, "running", "the import is the second worker's to finish");
+    assert!(!app.store.import_progress(id, "first", None, 1, &Default::default()).await.unwrap());
+    assert!(app.store.import_progress(id, "second", None, 1, &Default::default()).await.unwrap());
+}
