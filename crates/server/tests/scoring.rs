@@ -766,3 +766,60 @@ async fn an_event_target_created_in_a_failed_batch_is_not_remembered() {
     assert_eq!(points(&score(&app, &a).await), 6.0);
     assert_eq!(points(&score(&app, &b).await), 4.0);
 }
+
+/// The lists sorted by priority filter on the state and owner kept in the score row. A row
+/// the intake has to create for an older lead (lost, or never written) takes both from the
+/// lead: no trigger fills them in on SQLite any more.
+#[tokio::test]
+async fn a_score_row_made_for_an_older_lead_takes_its_state_and_owner() {
+    use voronka_store::users::UserSpec;
+    let (app, _) = app().await;
+    let spec = UserSpec { email: Some("owner@example.com".into()), role: Some("manager".into()), ..Default::default() };
+    let owner = app.store.create_user(&spec).await.unwrap().id;
+    let a = new_lead(&app, json!({"phone": "+79003004000", "name": "Старый лид"})).await;
+    let id = uuid::Uuid::parse_str(&a).unwrap();
+    let stored = || async {
+        if backend() == "sqlite" {
+            let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+            c.query_row("SELECT status, owner_id FROM lead_scores WHERE lead_id = ?1", [id.as_bytes().to_vec()], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<Vec<u8>>>(1)?.map(|b| uuid::Uuid::from_slice(&b).unwrap())))
+            })
+            .ok()
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            sqlx::query_as::<_, (String, Option<uuid::Uuid>)>("SELECT status, owner_id FROM lead_scores WHERE lead_id = $1")
+                .bind(id)
+                .fetch_optional(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(stored().await, Some(("new".to_string(), None)), "a new lead's row has its state");
+    // The lead is taken into work by a manager, then its score row is lost.
+    if backend() == "sqlite" {
+        let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+        c.execute(
+            "UPDATE leads SET status = 'in_progress', owner_id = ?1 WHERE id = ?2",
+            [owner.as_bytes().to_vec(), id.as_bytes().to_vec()],
+        )
+        .unwrap();
+        assert_eq!(c.execute("DELETE FROM lead_scores WHERE lead_id = ?1", [id.as_bytes().to_vec()]).unwrap(), 1);
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        sqlx::query("UPDATE leads SET status = 'in_progress', owner_id = $1 WHERE id = $2")
+            .bind(owner)
+            .bind(id)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM lead_scores WHERE lead_id = $1").bind(id).execute(&mut c).await.unwrap();
+    }
+    assert_eq!(stored().await, None);
+    track(&app, &a, json!([{"type": "download", "at": NOW}])).await;
+    assert_eq!(stored().await, Some(("in_progress".to_string(), Some(owner))), "the new row took the lead's state and owner");
+    let ids = |page: Value| page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    assert_eq!(ids(app.list("sort=priority&status=in_progress").await), [a.clone()]);
+    assert_eq!(ids(app.list(&format!("sort=priority&owner={owner}")).await), [a.clone()]);
+}

@@ -425,8 +425,8 @@ fn sqlite_write(path: &std::path::Path, rows: &[Row], g: &Generator, version: i6
         )?;
         let mut ident = tx.prepare_cached("INSERT OR IGNORE INTO identities (ident, kind, lead_id, created_at) VALUES (?1, ?2, ?3, ?4)")?;
         let mut score = tx.prepare_cached(
-            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status, owner_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         let mut inputs = tx.prepare_cached("INSERT INTO lead_inputs (lead_id, events, rev) VALUES (?1, ?2, 1)")?;
         let mut event = tx.prepare_cached(
@@ -454,7 +454,19 @@ fn sqlite_write(path: &std::path::Path, rows: &[Row], g: &Generator, version: i6
             if let Some(e) = &r.email {
                 ident.execute(rusqlite::params![format!("email:{e}"), "email", r.id, r.created])?;
             }
-            score.execute(rusqlite::params![r.id, r.score, r.priority, r.profile, r.temperature, r.grade, r.ledger, version, g.now])?;
+            score.execute(rusqlite::params![
+                r.id,
+                r.score,
+                r.priority,
+                r.profile,
+                r.temperature,
+                r.grade,
+                r.ledger,
+                version,
+                g.now,
+                r.status,
+                r.owner
+            ])?;
             if !r.events.is_empty() {
                 inputs.execute(rusqlite::params![r.id, r.inputs])?;
             }

@@ -975,8 +975,8 @@ impl Store {
         // Beside the lead's row, locked as a foreign key's check would (PostgreSQL's score
         // table has none): a lead deleted meanwhile gets no score row.
         let upsert = format!(
-            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 FROM leads WHERE id = $1{} \
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status, owner_id) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, status, owner_id FROM leads WHERE id = $1{} \
              ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, priority = excluded.priority, \
              profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
              model_version = excluded.model_version, scored_at = excluded.scored_at",

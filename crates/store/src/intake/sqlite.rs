@@ -608,10 +608,15 @@ impl IntakeTx for Tx<'_> {
         })
     }
 
+    /// A new lead's row is given its state (it has no owner yet); a row created for an
+    /// older lead takes both from the lead, in the statement: a single-row `VALUES` with no
+    /// trigger on the table needs no statement journal, which `INSERT … SELECT` would.
     async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
         let mut stmt = self.0.prepare_cached(
-            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, \
+            "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, scored_at, status, owner_id) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, COALESCE(?10, (SELECT status FROM leads WHERE id = ?1)), \
+             CASE WHEN ?10 IS NULL THEN (SELECT owner_id FROM leads WHERE id = ?1) END) \
+             ON CONFLICT (lead_id) DO UPDATE SET score = excluded.score, \
              priority = excluded.priority, profile = excluded.profile, temperature = excluded.temperature, grade = excluded.grade, \
              ledger = excluded.ledger, model_version = excluded.model_version, scored_at = excluded.scored_at",
         )?;
