@@ -820,6 +820,6 @@ async fn a_score_row_made_for_an_older_lead_takes_its_state_and_owner() {
     track(&app, &a, json!([{"type": "download", "at": NOW}])).await;
     assert_eq!(stored().await, Some(("in_progress".to_string(), Some(owner))), "the new row took the lead's state and owner");
     let ids = |page: Value| page["items"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
-    assert_eq!(ids(app.list("sort=priority&status=in_progress").await), [a.clone()]);
-    assert_eq!(ids(app.list(&format!("sort=priority&owner={owner}")).await), [a.clone()]);
+    assert_eq!(ids(app.list("sort=priority&status=in_progress").await), vec![a.as_str()]);
+    assert_eq!(ids(app.list(&format!("sort=priority&owner={owner}")).await), vec![a.as_str()]);
 }
