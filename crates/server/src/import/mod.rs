@@ -361,112 +361,122 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
         return Err(ImportError::Busy(id));
     }
     let mut recorder = Recorder::start(store.clone(), id, worker.to_string());
-
-    // Rows are read here in order, turned into submissions on the runtime's threads (in
-    // chunks, a few at a time) and queued in file order, so the earlier of two rows of one
-    // person is the one that creates the lead.
-    let shared = Arc::new(RowContext {
-        headers: sheet.headers.clone(),
-        mapping,
-        defaults,
-        source,
-        actor,
-        id,
-        dry_run: info.dry_run,
-        intake: store.intake().clone(),
-    });
-    let mut parsing = FuturesOrdered::new();
-    let mut rows = sheet.into_iter();
-    let mut exhausted = false;
-    loop {
-        while !exhausted && parsing.len() < PARSE_AHEAD {
-            let mut chunk = Vec::with_capacity(PARSE_CHUNK);
-            while chunk.len() < PARSE_CHUNK {
-                match rows.next() {
-                    Some(row) => {
-                        let (row_no, cells) = row?;
-                        if !done.contains(&row_no) {
-                            chunk.push((row_no, cells));
+    let fed: Result<(), ImportError> = async {
+        // Rows are read here in order, turned into submissions on the runtime's threads (in
+        // chunks, a few at a time) and queued in file order, so the earlier of two rows of one
+        // person is the one that creates the lead.
+        let shared = Arc::new(RowContext {
+            headers: sheet.headers.clone(),
+            mapping,
+            defaults,
+            source,
+            actor,
+            id,
+            dry_run: info.dry_run,
+            intake: store.intake().clone(),
+        });
+        let mut parsing = FuturesOrdered::new();
+        let mut rows = sheet.into_iter();
+        let mut exhausted = false;
+        loop {
+            while !exhausted && parsing.len() < PARSE_AHEAD {
+                let mut chunk = Vec::with_capacity(PARSE_CHUNK);
+                while chunk.len() < PARSE_CHUNK {
+                    match rows.next() {
+                        Some(row) => {
+                            let (row_no, cells) = row?;
+                            if !done.contains(&row_no) {
+                                chunk.push((row_no, cells));
+                            }
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
                         }
                     }
-                    None => {
-                        exhausted = true;
-                        break;
-                    }
+                }
+                if !chunk.is_empty() {
+                    let ctx = shared.clone();
+                    parsing.push_back(tokio::task::spawn_blocking(move || ctx.parse(chunk)));
                 }
             }
-            if !chunk.is_empty() {
-                let ctx = shared.clone();
-                parsing.push_back(tokio::task::spawn_blocking(move || ctx.parse(chunk)));
-            }
-        }
-        let Some(parsed) = parsing.next().await else { break };
-        let parsed = parsed.map_err(|e| ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("row parser failed: {e}"))))?;
-        for (row_no, p) in parsed {
-            match p {
-                Parsed::Rejected(reason, detail) => {
-                    rejected.push(RowOutcome {
-                        row: row_no,
-                        outcome: "rejected",
-                        lead_id: None,
-                        reason: Some(reason),
-                        detail: Some(detail),
-                    });
-                    counts.add("rejected");
-                    processed += 1;
-                }
-                Parsed::Forecast(lead) => {
-                    pending_forecast.push((row_no, *lead));
-                    if pending_forecast.len() >= 1000 {
-                        processed += forecast_rows(store, id, &mut forecast, std::mem::take(&mut pending_forecast), &mut counts).await?;
+            let Some(parsed) = parsing.next().await else { break };
+            let parsed = parsed.map_err(|e| ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("row parser failed: {e}"))))?;
+            for (row_no, p) in parsed {
+                match p {
+                    Parsed::Rejected(reason, detail) => {
+                        rejected.push(RowOutcome {
+                            row: row_no,
+                            outcome: "rejected",
+                            lead_id: None,
+                            reason: Some(reason),
+                            detail: Some(detail),
+                        });
+                        counts.add("rejected");
+                        processed += 1;
                     }
-                }
-                Parsed::Ready(sub) => {
-                    // Queued here, one by one, so that rows reach the writer in file order.
-                    // Writers that commit side by side (PostgreSQL) could let a later row of a
-                    // person overtake an earlier one still in flight: that row waits for it.
-                    let idents = if in_order { Vec::new() } else { sub.identities().to_vec() };
-                    while idents.iter().any(|i| waiting.contains_key(i)) {
-                        match in_flight.next().await {
-                            Some((done, r)) => {
+                    Parsed::Forecast(lead) => {
+                        pending_forecast.push((row_no, *lead));
+                        if pending_forecast.len() >= 1000 {
+                            processed +=
+                                forecast_rows(store, id, &mut forecast, std::mem::take(&mut pending_forecast), &mut counts).await?;
+                        }
+                    }
+                    Parsed::Ready(sub) => {
+                        // Queued here, one by one, so that rows reach the writer in file order.
+                        // Writers that commit side by side (PostgreSQL) could let a later row of a
+                        // person overtake an earlier one still in flight: that row waits for it.
+                        let idents = if in_order { Vec::new() } else { sub.identities().to_vec() };
+                        while idents.iter().any(|i| waiting.contains_key(i)) {
+                            match in_flight.next().await {
+                                Some((done, r)) => {
+                                    count_reply(r?.outcome, &mut counts);
+                                    processed += 1;
+                                    unwait(&mut waiting, done);
+                                }
+                                None => break,
+                            }
+                        }
+                        for i in &idents {
+                            *waiting.entry(i.clone()).or_insert(0) += 1;
+                        }
+                        let reply = store.intake().queue(*sub).await?.reply();
+                        in_flight.push(Box::pin(async move { (idents, reply.await) }));
+                        while in_flight.len() >= max_in_flight {
+                            if let Some((done, r)) = in_flight.next().await {
                                 count_reply(r?.outcome, &mut counts);
                                 processed += 1;
                                 unwait(&mut waiting, done);
                             }
-                            None => break,
-                        }
-                    }
-                    for i in &idents {
-                        *waiting.entry(i.clone()).or_insert(0) += 1;
-                    }
-                    let reply = store.intake().queue(*sub).await?.reply();
-                    in_flight.push(Box::pin(async move { (idents, reply.await) }));
-                    while in_flight.len() >= max_in_flight {
-                        if let Some((done, r)) = in_flight.next().await {
-                            count_reply(r?.outcome, &mut counts);
-                            processed += 1;
-                            unwait(&mut waiting, done);
                         }
                     }
                 }
-            }
-            if rejected.len() >= 500 {
-                recorder.rows(std::mem::take(&mut rejected)).await?;
-            }
-            if last.elapsed() >= progress_every {
-                last = Instant::now();
-                recorder.rows(std::mem::take(&mut rejected)).await?;
-                recorder.progress(processed as i64, counts).await?;
-                on_progress(Progress { processed, total, counts });
+                if rejected.len() >= 500 {
+                    recorder.rows(std::mem::take(&mut rejected)).await?;
+                }
+                if last.elapsed() >= progress_every {
+                    last = Instant::now();
+                    recorder.progress(processed as i64, counts).await?;
+                    recorder.rows(std::mem::take(&mut rejected)).await?;
+                    on_progress(Progress { processed, total, counts });
+                }
             }
         }
+        while let Some((_, r)) = in_flight.next().await {
+            count_reply(r?.outcome, &mut counts);
+            processed += 1;
+        }
+        if !pending_forecast.is_empty() {
+            processed += forecast_rows(store, id, &mut forecast, std::mem::take(&mut pending_forecast), &mut counts).await?;
+        }
+        Ok(())
     }
-    while let Some((_, r)) = in_flight.next().await {
-        count_reply(r?.outcome, &mut counts);
-        processed += 1;
-    }
-    if !pending_forecast.is_empty() {
-        processed += forecast_rows(store, id, &mut forecast, pending_forecast, &mut counts).await?;
+    .await;
+    if let Err(e) = fed {
+        // What was handed over is written before the run is released or failed, so
+        // that nothing of this run lands after that.
+        recorder.abandon().await;
+        return Err(e);
     }
     recorder.rows(rejected).await?;
     recorder.finish(processed as i64, counts).await?;
@@ -474,78 +484,131 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
     Ok(())
 }
 
-/// Writes a run's rejected rows and its progress on a task of its own, in order, so that
-/// the loop handing rows to the intake never waits for them: each is a write transaction
-/// of its own, which on SQLite waits for the intake writer's batch to commit, and while the
-/// loop waited the writer ran out of rows (a 60–100 ms stall every half second, a seventh
-/// of a SQLite import's time). A progress written while the recorder is behind is skipped;
-/// rows never are. The run stops when the recorder finds the import taken over (`Busy`) or
-/// fails: at the next row or progress it is handed, or at `finish` at the latest.
+/// Writes a run's rejected rows and its progress on a task of its own, so that the loop
+/// handing rows to the intake does not wait for them: each is a write transaction of its
+/// own, which on SQLite waits for the intake writer's batch to commit, and while the loop
+/// waited the writer ran out of rows (a 60–100 ms stall every half second, a seventh of a
+/// SQLite import's time). Rows are written in order, up to 16 batches queued (the loop
+/// waits beyond that). Progress — the run's heartbeat, which keeps it claimed — is not
+/// queued behind them: only the latest is kept, and it is written before the next batch of
+/// rows, so a file of mostly rejected rows cannot starve it. The run stops when the
+/// recorder finds the import taken over (`Busy`) or fails: at the next row batch or
+/// progress the loop hands over, at the latest at `finish`.
 struct Recorder {
-    tx: tokio::sync::mpsc::Sender<Record>,
-    task: tokio::task::JoinHandle<Result<(), ImportError>>,
+    rows: tokio::sync::mpsc::Sender<Vec<RowOutcome>>,
+    latest: Arc<Latest>,
+    /// None once joined.
+    task: Option<tokio::task::JoinHandle<Result<(), ImportError>>>,
 }
 
-enum Record {
-    Rows(Vec<RowOutcome>),
-    Progress(i64, ImportCounts),
+/// The latest progress not written yet, and the signal that one was posted.
+#[derive(Default)]
+struct Latest {
+    progress: std::sync::Mutex<Option<(i64, ImportCounts)>>,
+    posted: tokio::sync::Notify,
+}
+
+impl Latest {
+    fn take(&self) -> Option<(i64, ImportCounts)> {
+        self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    fn post(&self, processed: i64, counts: ImportCounts) {
+        *self.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((processed, counts));
+        self.posted.notify_one();
+    }
 }
 
 impl Recorder {
     fn start(store: Store, id: Uuid, worker: String) -> Recorder {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let (rows, mut rx) = tokio::sync::mpsc::channel::<Vec<RowOutcome>>(16);
+        let latest = Arc::new(Latest::default());
+        let shared = latest.clone();
         let task = tokio::spawn(async move {
-            while let Some(record) = rx.recv().await {
-                match record {
-                    Record::Rows(rows) => store.record_import_rows(id, &rows).await?,
-                    Record::Progress(processed, counts) => {
-                        if !store.import_progress(id, &worker, None, processed, &counts).await? {
-                            return Err(ImportError::Busy(id));
-                        }
+            let heartbeat = |(processed, counts): (i64, ImportCounts)| {
+                let (store, worker) = (&store, &worker);
+                async move {
+                    match store.import_progress(id, worker, None, processed, &counts).await? {
+                        true => Ok(()),
+                        false => Err(ImportError::Busy(id)),
                     }
                 }
+            };
+            loop {
+                if let Some(p) = shared.take() {
+                    heartbeat(p).await?;
+                    continue;
+                }
+                tokio::select! {
+                    biased;
+                    () = shared.posted.notified() => {}
+                    batch = rx.recv() => match batch {
+                        Some(batch) => store.record_import_rows(id, &batch).await?,
+                        // Every row is written: the last progress, and done.
+                        None => {
+                            if let Some(p) = shared.take() {
+                                heartbeat(p).await?;
+                            }
+                            return Ok(());
+                        }
+                    },
+                }
             }
-            Ok(())
         });
-        Recorder { tx, task }
+        Recorder { rows, latest, task: Some(task) }
     }
 
     async fn rows(&mut self, rows: Vec<RowOutcome>) -> Result<(), ImportError> {
         if rows.is_empty() {
             return Ok(());
         }
-        match self.tx.send(Record::Rows(rows)).await {
+        match self.rows.send(rows).await {
             Ok(()) => Ok(()),
             Err(_) => Err(self.stopped().await),
         }
     }
 
     async fn progress(&mut self, processed: i64, counts: ImportCounts) -> Result<(), ImportError> {
-        match self.tx.try_send(Record::Progress(processed, counts)) {
-            Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => Ok(()),
-            Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(self.stopped().await),
+        if self.rows.is_closed() {
+            return Err(self.stopped().await);
         }
+        self.latest.post(processed, counts);
+        Ok(())
     }
 
     /// Writes the final progress after everything handed over, and waits for all of it.
-    async fn finish(mut self, processed: i64, counts: ImportCounts) -> Result<(), ImportError> {
-        if self.tx.send(Record::Progress(processed, counts)).await.is_err() {
-            return Err(self.stopped().await);
-        }
-        drop(self.tx);
-        Self::outcome(self.task.await)
+    async fn finish(self, processed: i64, counts: ImportCounts) -> Result<(), ImportError> {
+        self.latest.post(processed, counts);
+        let Recorder { rows, task, .. } = self;
+        drop(rows);
+        Self::join(task).await
     }
 
-    /// Why the task stopped taking records.
+    /// After the run failed: waits for what was handed over to be written (or to fail).
+    async fn abandon(self) {
+        let Recorder { rows, task, .. } = self;
+        drop(rows);
+        if let Err(e) = Self::join(task).await {
+            tracing::warn!(error = %format!("{e:#}"), "an import's progress or rejected rows were not all written");
+        }
+    }
+
+    /// Why the task stopped taking records (it ends early only with an error).
     async fn stopped(&mut self) -> ImportError {
-        match Self::outcome((&mut self.task).await) {
+        match Self::join(self.task.take()).await {
             Err(e) => e,
             Ok(()) => ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("the import's recorder stopped"))),
         }
     }
 
-    fn outcome(joined: Result<Result<(), ImportError>, tokio::task::JoinError>) -> Result<(), ImportError> {
-        joined.map_err(|e| ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("the import's recorder failed: {e}"))))?
+    /// The task's outcome (nothing more once it was joined).
+    async fn join(task: Option<tokio::task::JoinHandle<Result<(), ImportError>>>) -> Result<(), ImportError> {
+        match task {
+            Some(t) => {
+                t.await.map_err(|e| ImportError::Intake(IntakeError::Storage(anyhow::anyhow!("the import's recorder failed: {e}"))))?
+            }
+            None => Ok(()),
+        }
     }
 }
 
