@@ -125,6 +125,9 @@ impl Db {
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .min_connections(1)
+                    // Waits for the intake writer's lock in turns (see `turns`), not by
+                    // SQLite's sleeping busy handler.
+                    .after_connect(|conn, _| Box::pin(crate::turns::install(conn)))
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(base.clone())
                     .await

@@ -224,6 +224,23 @@ impl Store {
         c: &ImportCounts,
     ) -> Result<bool, StoreError> {
         let now = self.now();
+        if self.db.is_sqlite() {
+            // Bookkeeping (see `bookkeeping`): a progress lost in a crash is made again by the
+            // resumed run, whose counts come from the rows; a heartbeat lost lets the run be
+            // resumed sooner. So the write holds SQLite's lock only for itself, not for an
+            // fsync of the intake's log, twice a second through an import.
+            let (worker, c) = (worker.to_string(), *c);
+            let n = self
+                .bookkeeping(move |conn| {
+                    conn.prepare_cached(
+                        "UPDATE imports SET heartbeat_at = ?3, total_rows = COALESCE(?4, total_rows), processed = ?5, created = ?6, \
+                         repeats = ?7, returned = ?8, rejected = ?9 WHERE id = ?1 AND worker = ?2 AND status = 'running'",
+                    )?
+                    .execute(rusqlite::params![id, worker, now, total, processed, c.created, c.repeats, c.returned, c.rejected])
+                })
+                .await?;
+            return Ok(n == 1);
+        }
         let n = with_write!(&self.db, p => {
             sqlx::query(
                 "UPDATE imports SET heartbeat_at = $3, total_rows = COALESCE($4, total_rows), processed = $5, created = $6, repeats = $7, \
@@ -291,6 +308,27 @@ impl Store {
     pub async fn record_import_rows(&self, id: Uuid, rows: &[RowOutcome]) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
+        }
+        if self.db.is_sqlite() {
+            // Bookkeeping, as the progress: a row lost in a crash is not among the done
+            // rows, so the resumed run reads and records it again; `finish_import`'s durable
+            // commit puts every one before it on disk.
+            let rows: Vec<RowOutcome> = rows.to_vec();
+            return self
+                .bookkeeping(move |conn| {
+                    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    {
+                        let mut stmt = tx.prepare_cached(
+                            "INSERT INTO import_rows (import_id, row_no, outcome, lead_id, reason, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                             ON CONFLICT (import_id, row_no) DO NOTHING",
+                        )?;
+                        for r in &rows {
+                            stmt.execute(rusqlite::params![id, r.row, r.outcome, r.lead_id, r.reason, r.detail])?;
+                        }
+                    }
+                    tx.commit()
+                })
+                .await;
         }
         write_tx!(&self.db, tx => {
             for r in rows {

@@ -20,6 +20,7 @@ pub mod seed;
 pub mod sessions;
 pub mod triage;
 pub mod ts;
+mod turns;
 pub mod users;
 pub mod workflow;
 
@@ -143,13 +144,16 @@ impl Store {
     }
 
     /// Runs `f` on the SQLite connection kept for bookkeeping writes: the search index's
-    /// batches and the outbox's claims and done marks. Its commits do not fsync
+    /// batches, the outbox's claims and done marks, and an import's progress and rejected
+    /// rows. Its commits do not fsync
     /// (`synchronous=NORMAL`), so they hold the database's write lock, which the intake
     /// waits for, only for their own work; the next durable commit (the intake's fsync of
     /// the WAL, which holds the frames in commit order) puts them on disk. Only writes
     /// whose loss in a crash is harmless go here: an index batch lost is made again, a
     /// claim lost lapses, a done mark lost means the message is handled again, which its
-    /// handlers allow (delivery is at least once). SQLite only.
+    /// handlers allow (delivery is at least once), an import's progress or rejected row
+    /// lost is made again by the resumed run. It waits for the lock in turns with the
+    /// intake (see `turns`). SQLite only.
     pub(crate) async fn bookkeeping<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -168,7 +172,7 @@ impl Store {
                         &path,
                         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    c.busy_timeout(std::time::Duration::from_secs(30))?;
+                    c.busy_handler(Some(turns::long_wait))?;
                     c.pragma_update(None, "synchronous", "NORMAL")?;
                     c.pragma_update(None, "wal_autocheckpoint", 0)?;
                     c.pragma_update(None, "journal_size_limit", crate::intake::WAL_SIZE_LIMIT)?;

@@ -58,6 +58,10 @@ pub struct ImportBenchArgs {
     /// the rows of every new lead of the file.
     #[arg(long)]
     no_floor: bool,
+    /// Another writer beside the import, as a manager's edit would be: an audit row every
+    /// this many milliseconds, each write timed (0: none).
+    #[arg(long, default_value_t = 250)]
+    other_write_every_ms: u64,
     /// Indexes of Voronka's schema PostgreSQL's floor runs without (repeat the option), to
     /// see what each costs.
     #[arg(long, value_name = "NAME")]
@@ -841,8 +845,16 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
                 let secs = started.elapsed().as_secs_f64().max(0.001);
                 eprint!("\r  {}/{total} rows ({:.0} rows/s)   ", pr.processed, pr.processed as f64 / secs);
             };
-            let info = voronka_server::import::run(&store, p, "bench", &on_progress).await?;
+            // Another writer beside the import, as a manager's edit would be: an audit row
+            // every 0.25 s, each write timed.
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let probe = tokio::spawn(other_writes(store.clone(), a.other_write_every_ms, stopped));
+            let info = voronka_server::import::run(&store, p, "bench", &on_progress).await;
             let secs = started.elapsed().as_secs_f64();
+            let _ = stop.send(());
+            let waits = probe.await.unwrap_or_else(|e| Err(anyhow::anyhow!("the other writer stopped: {e}")));
+            let info = info?;
+            let waits = waits?;
             // CPU of this process (reading, intake, the SQLite writer; not PostgreSQL's own)
             // per row: steadier from run to run than the rate on a shared machine.
             let cpu = self_cpu_secs().zip(cpu0).map(|(b, a)| b - a);
@@ -861,6 +873,9 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
                 cpu.map(|c| format!("{:.0}", c * 1e6 / info.processed.max(1) as f64)).unwrap_or_else(|| "?".into()),
                 self_peak_rss_mib().map(|r| format!("{r:.0} MiB")).unwrap_or_else(|| "?".into())
             );
+            if a.other_write_every_ms > 0 {
+                println!("[{name}]   {}", other_writes_line(waits, a.other_write_every_ms));
+            }
             store.close().await;
             if which == Which::Sqlite && !a.no_floor {
                 match sqlite_import_floor(info.created.max(0) as u64, secs).await {
@@ -890,6 +905,39 @@ async fn import_bench(a: ImportBenchArgs) -> Result<()> {
         r?;
     }
     Ok(())
+}
+
+/// Writes an audit row every `every_ms` until `stop`, through the store's shared write
+/// path, and returns how long each took (none when `every_ms` is 0).
+async fn other_writes(store: Store, every_ms: u64, mut stop: tokio::sync::oneshot::Receiver<()>) -> Result<Vec<Duration>> {
+    let mut waits = Vec::new();
+    if every_ms == 0 {
+        return Ok(waits);
+    }
+    loop {
+        tokio::select! {
+            _ = &mut stop => return Ok(waits),
+            () = tokio::time::sleep(Duration::from_millis(every_ms)) => {}
+        }
+        let t = Instant::now();
+        store.record_audit("bench", "bench_write", &serde_json::json!({"n": waits.len()})).await.context("another writer's write")?;
+        waits.push(t.elapsed());
+    }
+}
+
+fn other_writes_line(mut waits: Vec<Duration>, every_ms: u64) -> String {
+    if waits.is_empty() {
+        return "another writer beside the import: no write".into();
+    }
+    waits.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "another writer beside the import (an audit row every {every_ms} ms, as a manager's edit): {} writes, median {:.1} ms, p99 {:.1} ms, longest {:.1} ms",
+        waits.len(),
+        ms(waits[waits.len() / 2]),
+        ms(waits[(waits.len() * 99 / 100).min(waits.len() - 1)]),
+        ms(waits[waits.len() - 1])
+    )
 }
 
 /// SQLite's floor for an import (`floor::import_floor`): its one writer alone inserting the

@@ -130,12 +130,13 @@ pub(super) fn run(
     // checkpointer alive.
     drop(flushers);
     drop(alive);
+    let mut seen = crate::turns::asks();
     while let Some(first) = rx.blocking_recv() {
         if failed.load(Ordering::SeqCst) {
             anyhow::bail!("the SQLite WAL could not be flushed; intake stopped");
         }
         let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
-        let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx }));
+        let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx, seen: &mut seen }));
         // The submissions are dropped on a flushing thread too: freeing them is work the
         // writer need not do.
         if done_tx.send((results, replies, metas)).is_err() {
@@ -220,6 +221,8 @@ fn flusher(wal: &Path, shared: &Flushers, _alive: std::sync::Arc<()>) {
 struct SqliteWriter<'a> {
     conn: &'a mut Connection,
     ctx: &'a mut WriterCtx,
+    /// Other writers' asks for the lock seen so far (see `turns`).
+    seen: &'a mut u64,
 }
 
 impl Attempt for SqliteWriter<'_> {
@@ -227,6 +230,8 @@ impl Attempt for SqliteWriter<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // Another writer of this process waiting for the lock gets it first.
+            crate::turns::let_others_in(self.seen);
             let r = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
                 Ok(tx) => run_batch(Tx(tx), jobs, self.ctx).await,
                 Err(e) => Err(BatchError::from(e)),

@@ -361,7 +361,7 @@ fn sqlite_pass(path: &std::path::Path, pass: &Pass, at: Ts, bulk_rows: usize) ->
     use rusqlite::{Connection, OpenFlags};
     let open = |flags| -> rusqlite::Result<Connection> {
         let c = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-        c.busy_timeout(std::time::Duration::from_secs(30))?;
+        c.busy_handler(Some(crate::turns::long_wait))?;
         // The readers go through the file once, in order: a small cache of their own. A
         // model change maps the file into memory (reads 2–3 times faster; the mapped pages
         // are the kernel's page cache, shown as mapped-file RSS); the periodic refresh,
