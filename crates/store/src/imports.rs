@@ -231,7 +231,7 @@ impl Store {
             // fsync of the intake's log, twice a second through an import.
             let (worker, c) = (worker.to_string(), *c);
             let n = self
-                .bookkeeping(move |conn| {
+                .bookkeeping_in_turn(move |conn| {
                     conn.prepare_cached(
                         "UPDATE imports SET heartbeat_at = ?3, total_rows = COALESCE(?4, total_rows), processed = ?5, created = ?6, \
                          repeats = ?7, returned = ?8, rejected = ?9 WHERE id = ?1 AND worker = ?2 AND status = 'running'",
@@ -315,7 +315,7 @@ impl Store {
             // commit puts every one before it on disk.
             let rows: Vec<RowOutcome> = rows.to_vec();
             return self
-                .bookkeeping(move |conn| {
+                .bookkeeping_in_turn(move |conn| {
                     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                     {
                         let mut stmt = tx.prepare_cached(

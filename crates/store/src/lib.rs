@@ -152,10 +152,28 @@ impl Store {
     /// whose loss in a crash is harmless go here: an index batch lost is made again, a
     /// claim lost lapses, a done mark lost means the message is handled again, which its
     /// handlers allow (delivery is at least once), an import's progress or rejected row
-    /// lost is made again by the resumed run. It waits for the lock in turns with the
-    /// intake (see `turns`). SQLite only.
+    /// lost is made again by the resumed run. The search index and the outbox wait for
+    /// the lock as SQLite does (sleeping, ever longer, up to 30 s): while the intake writer
+    /// is busy they fall behind, which they may. SQLite only.
     pub(crate) async fn bookkeeping<T: Send + 'static>(
         &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.bookkeeping_as(false, f).await
+    }
+
+    /// `bookkeeping` for a write that may not fall behind a busy intake (an import's
+    /// heartbeat): it waits for the lock in turns with the intake writer (see `turns`).
+    pub(crate) async fn bookkeeping_in_turn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.bookkeeping_as(true, f).await
+    }
+
+    async fn bookkeeping_as<T: Send + 'static>(
+        &self,
+        in_turn: bool,
         f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let path = self.sqlite_file()?;
@@ -172,14 +190,22 @@ impl Store {
                         &path,
                         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                     )?;
-                    c.busy_handler(Some(turns::long_wait))?;
                     c.pragma_update(None, "synchronous", "NORMAL")?;
                     c.pragma_update(None, "wal_autocheckpoint", 0)?;
                     c.pragma_update(None, "journal_size_limit", crate::intake::WAL_SIZE_LIMIT)?;
                     guard.insert(c)
                 }
             };
-            f(c)
+            const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+            if in_turn {
+                c.busy_handler(Some(turns::long_wait))?;
+                let r = f(c);
+                c.busy_timeout(WAIT)?;
+                r
+            } else {
+                c.busy_timeout(WAIT)?;
+                f(c)
+            }
         })
         .await
         .map_err(|e| StoreError::Other(anyhow::anyhow!("a bookkeeping write stopped: {e}")))?;

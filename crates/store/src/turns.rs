@@ -9,8 +9,12 @@
 //! "database is locked".
 //!
 //! So the other writing connections of this process (the shared write pool, the
-//! bookkeeping connection, the re-score's) wait with [`others_wait`]: they try again every
-//! 100 µs and count each try in [`ASKS`]. The intake writer, before each batch, calls
+//! re-score's, and the bookkeeping connection for an import's progress and rejected rows;
+//! the search index and the outbox may fall behind and wait as SQLite does) wait with
+//! [`others_wait`]: they try again every
+//! 100 µs, and from 2–3 ms of waiting on count each try in [`ASKS`] (a shorter wait ends
+//! in one of the intake's own pauses between requests, and a let-in costs the intake a
+//! pause). The intake writer, before each batch, calls
 //! [`let_others_in`]: when someone asked since its last batch, it holds back until the
 //! asking stops for a moment (the waiter got the lock) or a few milliseconds have passed,
 //! then begins its batch, which waits for that writer's commit with its own busy handler.
@@ -29,6 +33,8 @@ static ASKS: AtomicU64 = AtomicU64::new(0);
 
 /// How often a waiting writer tries again.
 const POLL: Duration = Duration::from_micros(100);
+/// A waiter asks to be let in from this try on (after 2–3 ms).
+const ASK_AFTER_TRIES: i32 = 20;
 /// The intake writer lets a waiter in once nobody has asked for this long (three of its
 /// tries, with the kernel's timer slack).
 const QUIET: Duration = Duration::from_micros(400);
@@ -41,8 +47,9 @@ thread_local! {
     static SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
-/// The busy handler of a writer other than the intake: asks for a turn and tries again
-/// after [`POLL`], for at most `limit` in all (then SQLite answers `SQLITE_BUSY`).
+/// The busy handler of a writer other than the intake: tries again after [`POLL`], asking
+/// for a turn once it has waited [`ASK_AFTER_TRIES`] tries, for at most `limit` in all
+/// (then SQLite answers `SQLITE_BUSY`).
 pub(crate) fn others_wait(tries: i32, limit: Duration) -> bool {
     let now = Instant::now();
     let since = SINCE.with(|s| {
@@ -54,7 +61,11 @@ pub(crate) fn others_wait(tries: i32, limit: Duration) -> bool {
     if now.duration_since(since) >= limit {
         return false;
     }
-    ASKS.fetch_add(1, Ordering::Release);
+    // A wait of a few tries ends in one of the intake's own pauses (for requests); only a
+    // longer one asks to be let in, which costs the intake a pause of its own.
+    if tries >= ASK_AFTER_TRIES {
+        ASKS.fetch_add(1, Ordering::Release);
+    }
     std::thread::sleep(POLL);
     true
 }
@@ -64,7 +75,7 @@ fn pool_wait(tries: i32) -> bool {
     others_wait(tries, Duration::from_secs(10))
 }
 
-/// [`others_wait`] for up to 30 s: the bookkeeping and re-score connections.
+/// [`others_wait`] for up to 30 s: the re-score's connections and an import's bookkeeping.
 pub(crate) fn long_wait(tries: i32) -> bool {
     others_wait(tries, Duration::from_secs(30))
 }

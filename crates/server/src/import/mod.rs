@@ -37,7 +37,12 @@ fn in_flight_for(store: &voronka_store::Store) -> usize {
         voronka_store::Backend::Postgres => 1024,
     }
 }
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Every write beside the SQLite intake writer makes it drop its page cache (another
+/// connection changed the database), so the run's own writes come seldom: a heartbeat every
+/// 2 s keeps the 10 s lease with room to spare.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// Rejected rows handed to the recorder at once (or with the progress).
+const REJECTED_BATCH: usize = 4096;
 
 /// Lead fields a column may be mapped to ("" ignores the column).
 pub const TARGETS: &[&str] = &[
@@ -120,7 +125,7 @@ impl Prepared {
         self.resumed
     }
 
-    /// How often the run writes its progress and calls `on_progress` (every 0.5 s unless
+    /// How often the run writes its progress and calls `on_progress` (every 2 s unless
     /// set; zero: after every row).
     pub fn progress_every(mut self, every: Duration) -> Prepared {
         self.progress_every = every;
@@ -451,7 +456,7 @@ async fn run_rows(store: &Store, p: Prepared, worker: &str, on_progress: &(dyn F
                         }
                     }
                 }
-                if rejected.len() >= 500 {
+                if rejected.len() >= REJECTED_BATCH {
                     recorder.rows(std::mem::take(&mut rejected)).await?;
                 }
                 if last.elapsed() >= progress_every {
