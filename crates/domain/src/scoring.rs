@@ -926,32 +926,97 @@ fn visit_occurrences(views: &[Micros], n: usize, within_us: f64, gap_us: f64) ->
     out
 }
 
-/// Ledger entries packed for storage: 15 bytes each.
+/// Ledger entries packed for storage, 3–9 bytes each (format 2): per entry a varint of
+/// the rule, the profile flag and whether the points are a multiple of ¼ under 2²⁰, then
+/// the points (a zigzag varint of four times them, or the f32), then the zigzag varint of
+/// the time since the entry before. A lead's entries earned at one moment (its profile's)
+/// take 3 bytes, an event's 7–9; format 1 took 15 each, and every full re-score rewrites
+/// every ledger, so their bytes are most of what it writes. Format 1 is still read.
 pub fn encode_ledger(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + entries.len() * 15);
-    out.push(1u8);
+    let mut out = Vec::with_capacity(1 + entries.len() * 8);
+    out.push(2u8);
+    let mut last: Micros = 0;
     for e in entries {
-        out.extend_from_slice(&e.rule.to_le_bytes());
-        out.extend_from_slice(&e.points.to_le_bytes());
-        out.extend_from_slice(&e.at.to_le_bytes());
-        out.push(e.profile as u8);
+        let quarters = e.points * 4.0;
+        let small = quarters.fract() == 0.0 && quarters.abs() < (1 << 20) as f32;
+        put_varint(&mut out, (u64::from(e.rule) << 2) | (u64::from(e.profile) << 1) | u64::from(small));
+        if small {
+            put_varint(&mut out, zigzag(quarters as i64));
+        } else {
+            out.extend_from_slice(&e.points.to_le_bytes());
+        }
+        put_varint(&mut out, zigzag(e.at.wrapping_sub(last)));
+        last = e.at;
     }
     out
 }
 
+/// The entries of a packed ledger (format 1 or 2); a ledger cut short yields the entries
+/// before the cut.
 pub fn decode_ledger(bytes: &[u8]) -> Vec<Entry> {
-    if bytes.first() != Some(&1) {
-        return Vec::new();
+    match bytes.split_first() {
+        Some((1, rest)) => rest
+            .chunks_exact(15)
+            .map(|c| Entry {
+                rule: u16::from_le_bytes([c[0], c[1]]),
+                points: f32::from_le_bytes([c[2], c[3], c[4], c[5]]),
+                at: i64::from_le_bytes([c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]]),
+                profile: c[14] != 0,
+            })
+            .collect(),
+        Some((2, mut rest)) => {
+            let mut out = Vec::with_capacity(rest.len() / 7);
+            let mut last: Micros = 0;
+            while !rest.is_empty() {
+                let Some(entry) = next_entry(&mut rest, &mut last) else { break };
+                out.push(entry);
+            }
+            out
+        }
+        _ => Vec::new(),
     }
-    bytes[1..]
-        .chunks_exact(15)
-        .map(|c| Entry {
-            rule: u16::from_le_bytes([c[0], c[1]]),
-            points: f32::from_le_bytes([c[2], c[3], c[4], c[5]]),
-            at: i64::from_le_bytes([c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]]),
-            profile: c[14] != 0,
-        })
-        .collect()
+}
+
+fn next_entry(rest: &mut &[u8], last: &mut Micros) -> Option<Entry> {
+    let head = get_varint(rest)?;
+    let points = if head & 1 == 1 {
+        unzigzag(get_varint(rest)?) as f32 / 4.0
+    } else {
+        let (p, tail) = rest.split_first_chunk::<4>()?;
+        *rest = tail;
+        f32::from_le_bytes(*p)
+    };
+    let at = last.wrapping_add(unzigzag(get_varint(rest)?));
+    *last = at;
+    Some(Entry { rule: u16::try_from(head >> 2).ok()?, points, at, profile: head & 2 == 2 })
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(rest: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for (i, &b) in rest.iter().enumerate().take(10) {
+        v |= u64::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            *rest = &rest[i + 1..];
+            return Some(v);
+        }
+    }
+    None
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
 /// A lead's scorable events packed for storage: 12 bytes each (time, target id).
@@ -1262,9 +1327,49 @@ mod tests {
 
     #[test]
     fn ledgers_and_inputs_pack_and_unpack() {
-        let entries = vec![Entry { rule: 3, points: -2.5, at: NOW, profile: false }, Entry { rule: 15, points: 2.0, at: 1, profile: true }];
+        let entries = vec![
+            Entry { rule: 3, points: -2.5, at: NOW, profile: false },
+            Entry { rule: 15, points: 2.0, at: 1, profile: true },
+            // Points that are not a multiple of ¼, or too large for the short form.
+            Entry { rule: 4, points: 0.1, at: NOW, profile: false },
+            Entry { rule: 5, points: -3_000_000.0, at: NOW - 86_400_000_000, profile: false },
+            Entry { rule: u16::MAX, points: f32::MAX, at: i64::MAX, profile: true },
+            Entry { rule: 0, points: 0.0, at: i64::MIN, profile: false },
+            Entry { rule: 6, points: 1_048_575.75, at: 0, profile: false },
+        ];
         assert_eq!(decode_ledger(&encode_ledger(&entries)), entries);
+        assert_eq!(decode_ledger(&encode_ledger(&[])), Vec::<Entry>::new());
         let inputs = vec![(NOW, 7u32), (NOW + 1, 99)];
         assert_eq!(decode_inputs(&encode_inputs(&inputs)).collect::<Vec<_>>(), inputs);
+    }
+
+    #[test]
+    fn ledgers_are_small_and_the_old_format_is_still_read() {
+        // A profile entry earned with the others at one moment: 3 bytes; an event's: at
+        // most 9 (format 1: 15 each).
+        let at = NOW;
+        let profile: Vec<Entry> = (0..4).map(|r| Entry { rule: r, points: 2.0, at, profile: true }).collect();
+        // The format byte, then head, points and the time since 0 (8 bytes for 2027's).
+        assert_eq!(encode_ledger(&profile[..1]).len(), 1 + 1 + 1 + 8);
+        assert_eq!(encode_ledger(&profile).len(), 1 + 1 + 1 + 8 + 3 * 3);
+        let events: Vec<Entry> = (0..10).map(|k| Entry { rule: 2, points: 5.0, at: at + k * 86_400_000_000, profile: false }).collect();
+        let packed = encode_ledger(&events);
+        // A day apart: 6 bytes of time each after the first.
+        assert_eq!(packed.len(), 1 + 10 + 9 * 8);
+        // Format 1, as stored before: 15 bytes an entry.
+        let mut v1 = vec![1u8];
+        for e in &events {
+            v1.extend_from_slice(&e.rule.to_le_bytes());
+            v1.extend_from_slice(&e.points.to_le_bytes());
+            v1.extend_from_slice(&e.at.to_le_bytes());
+            v1.push(e.profile as u8);
+        }
+        assert_eq!(decode_ledger(&v1), events);
+        // Cut short: the entries before the cut, no panic; unknown formats: none.
+        for cut in 0..packed.len() {
+            let got = decode_ledger(&packed[..cut]);
+            assert!(got.len() <= events.len() && got[..] == events[..got.len()], "cut at {cut}");
+        }
+        assert!(decode_ledger(&[3, 1, 2, 3]).is_empty());
     }
 }

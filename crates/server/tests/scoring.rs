@@ -605,6 +605,61 @@ async fn a_refresh_rebuilds_a_row_scored_with_another_model_from_its_events() {
     assert_eq!(score(&app, &a).await, before);
 }
 
+/// The ledger's packed form changed (format 2, 3–9 bytes an entry, since 2026-11-25); a
+/// database written before keeps format 1 (15 bytes an entry) until a lead is scored again:
+/// such a ledger is read, explained and carried on as it was.
+#[tokio::test]
+async fn a_ledger_stored_in_the_first_format_is_read_and_carried_on() {
+    use voronka_domain::scoring::decode_ledger;
+    let (app, _) = app().await;
+    let a = new_lead(&app, json!({"phone": "+79003003000", "company": "ООО Ромашка", "email": "ivan@romashka.ru"})).await;
+    track(&app, &a, json!([{"type": "callback_request", "at": NOW}, {"type": "download", "at": ago(Duration::days(3))}])).await;
+    let before = score(&app, &a).await;
+    let id = uuid::Uuid::parse_str(&a).unwrap();
+    let ledger = || async {
+        if backend() == "sqlite" {
+            let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+            c.query_row("SELECT ledger FROM lead_scores WHERE lead_id = ?1", [id.as_bytes().to_vec()], |r| r.get::<_, Vec<u8>>(0)).unwrap()
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            sqlx::query_scalar::<_, Vec<u8>>("SELECT ledger FROM lead_scores WHERE lead_id = $1").bind(id).fetch_one(&mut c).await.unwrap()
+        }
+    };
+    let stored = ledger().await;
+    assert_eq!(stored[0], 2, "new ledgers are written in format 2");
+    let entries = decode_ledger(&stored);
+    assert!(entries.len() >= 4, "{entries:?}");
+    assert!(stored.len() < 1 + 10 * entries.len(), "{} bytes for {} entries", stored.len(), entries.len());
+    // The same entries as format 1 wrote them.
+    let mut v1 = vec![1u8];
+    for e in &entries {
+        v1.extend_from_slice(&e.rule.to_le_bytes());
+        v1.extend_from_slice(&e.points.to_le_bytes());
+        v1.extend_from_slice(&e.at.to_le_bytes());
+        v1.push(e.profile as u8);
+    }
+    if backend() == "sqlite" {
+        let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+        let n = c.execute("UPDATE lead_scores SET ledger = ?1 WHERE lead_id = ?2", rusqlite::params![v1, id.as_bytes().to_vec()]).unwrap();
+        assert_eq!(n, 1);
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        let n = sqlx::query("UPDATE lead_scores SET ledger = $1 WHERE lead_id = $2").bind(&v1).bind(id).execute(&mut c).await.unwrap();
+        assert_eq!(n.rows_affected(), 1);
+    }
+    assert_eq!(ledger().await[0], 1);
+    assert_eq!(score(&app, &a).await, before, "a format-1 ledger explains the same score");
+    // A new event carries the old entries on: its points come on top, in format 2.
+    track(&app, &a, json!([{"type": "presentation_request", "at": NOW}])).await;
+    let after = score(&app, &a).await;
+    assert!((points(&after) - points(&before) - 5.0).abs() < 1e-9, "{before} → {after}");
+    let again = ledger().await;
+    assert_eq!(again[0], 2);
+    assert_eq!(decode_ledger(&again).len(), entries.len() + 1);
+}
+
 #[tokio::test]
 async fn unknown_site_keys_and_foreign_origins_are_refused() {
     let (app, _) = app().await;
