@@ -607,6 +607,22 @@ impl Model {
         }
     }
 
+    /// The lead fields the profile and geography rules read (`city`, `budget`, `fields.x`,
+    /// …): a re-score that re-runs the profile rules reads only these.
+    pub fn profile_fields(&self) -> std::collections::BTreeSet<&str> {
+        let mut out = std::collections::BTreeSet::new();
+        for rule in &self.rules {
+            match rule {
+                Rule::Profile { conditions } => out.extend(conditions.iter().map(|c| c.field.as_str())),
+                Rule::Geo { .. } => {
+                    out.insert("city");
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// Whether the behaviour rules of two models score events alike (then a model change
     /// needs no behaviour re-evaluation, and vice versa for profile rules).
     pub fn same_profile_rules(&self, other: &Model) -> bool {
@@ -1315,6 +1331,24 @@ mod tests {
         );
         assert!(errors["rules[13] (phone_and_email).conditions[0]"].en.contains("regular expression"));
         assert!(errors["rules[13] (phone_and_email).conditions[0]"].ru.contains("регулярное выражение"));
+    }
+
+    #[test]
+    fn the_fields_the_profile_rules_read() {
+        let starter = model();
+        let fields: Vec<&str> = starter.profile_fields().into_iter().collect();
+        assert_eq!(fields, ["city", "company", "email", "fields.budget_ok", "fields.employees", "phone", "position"]);
+        let m = Model::from_json(&json!({
+            "half_life_days": 30,
+            "thresholds": {"warm": 10, "hot": 25, "sales_ready": 30, "grade_a": 8, "grade_b": 3},
+            "rules": [
+                {"id": "b", "kind": "profile", "points": 1, "conditions": [{"field": "budget", "op": "range", "min": 1}]},
+                {"id": "e", "kind": "profile", "points": 1, "conditions": [{"field": "employees", "op": "exists"}]},
+                {"id": "v", "kind": "event", "event": "video_view", "points": 1, "cap": 1}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(m.profile_fields().into_iter().collect::<Vec<_>>(), ["budget", "fields.employees"]);
     }
 
     #[test]

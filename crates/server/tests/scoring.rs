@@ -354,6 +354,77 @@ async fn a_model_change_rescores_every_lead() {
     assert_eq!(app.get("/api/v1/scoring/model", Some(&app.token)).await.json()["version"], 3);
 }
 
+/// A model change re-runs the profile rules reading only the fields they name: each kind
+/// of field (a text column, the budget, a custom field, the city for a geography rule) must
+/// be read, so leads re-scored by the pass score as the same leads arriving under the new
+/// model, in bulk and row by row. On SQLite the pass reads a chunk's leads as the run of
+/// rowids they span, or, when they are scattered over the table (`spread`), through the id
+/// index.
+#[tokio::test]
+async fn a_profile_change_reads_every_field_its_rules_name() {
+    for (bulk, spread) in [(false, false), (true, false), (true, true)] {
+        let rows = if bulk { 1 } else { usize::MAX };
+        let app = spawn_app_with_store(AppConfig::default(), Arc::new(TestClock::new(now())), |c| voronka_store::StoreConfig {
+            rescore_bulk_rows: rows,
+            ..c
+        })
+        .await;
+        // The fields of lead `i`, with the phone of number `k`.
+        let body = |i: usize, k: usize| {
+            json!({
+                "phone": format!("+7900320{:04}", k),
+                "name": "Иван",
+                "message": if i % 2 == 0 { "Нужен расчёт СРОЧНО" } else { "просто вопрос" },
+                "utm_source": if i % 3 == 0 { "yandex" } else { "google" },
+                "budget": 100_000 * i,
+                "city": if i % 4 == 0 { "г. Санкт-Петербург" } else { "Омск" },
+                "fields": {"employees": 20 * i, "industry": "retail"}
+            })
+        };
+        let mut before = Vec::new();
+        for i in 0..8 {
+            before.push(new_lead(&app, body(i, i)).await);
+        }
+        if spread && backend() == "sqlite" {
+            // Every other lead far down the table: the chunk's leads span 2 M rowids.
+            let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+            let moved = c.execute("UPDATE leads SET rowid = rowid + 2000000 WHERE rowid % 2 = 0", []).unwrap();
+            assert!(moved >= 4, "{moved}");
+        }
+        let mut m = voronka_domain::scoring::starter_json();
+        let rules = m["rules"].as_array_mut().unwrap();
+        rules.push(json!({"id": "urgent", "kind": "profile", "points": 4, "conditions": [{"field": "message", "op": "contains", "value": "срочно"}]}));
+        rules.push(json!({"id": "yandex", "kind": "profile", "points": 1.5, "conditions": [{"field": "utm_source", "op": "equals", "value": "yandex"}]}));
+        rules.push(
+            json!({"id": "big_budget", "kind": "profile", "points": 6, "conditions": [{"field": "budget", "op": "range", "min": 300000}]}),
+        );
+        rules.push(
+            json!({"id": "big_team", "kind": "profile", "points": 7, "conditions": [{"field": "employees", "op": "range", "min": 100}]}),
+        );
+        rules.push(json!({"id": "spb", "kind": "geo", "points": 2.5, "cities": ["Санкт-Петербург"]}));
+        let answer = put_model(&app, &m).await;
+        assert_eq!(answer["rescored"], 8);
+        for (i, lead) in before.iter().enumerate() {
+            let rescored = score(&app, lead).await;
+            let fresh = score(&app, &new_lead(&app, body(i, 100 + i)).await).await;
+            let rules = |s: &Value| {
+                let mut r: Vec<String> =
+                    s["explanation"].as_array().unwrap().iter().map(|e| e["rule"].as_str().unwrap().to_string()).collect();
+                r.sort();
+                r
+            };
+            assert_eq!(rules(&rescored), rules(&fresh), "lead {i}, bulk {bulk}: {rescored} vs {fresh}");
+            assert_eq!(points(&rescored), points(&fresh), "lead {i}, bulk {bulk}");
+            let expect = |rule: &str, yes: bool| assert_eq!(rules(&rescored).iter().any(|r| r == rule), yes, "lead {i}: {rule}");
+            expect("urgent", i % 2 == 0);
+            expect("yandex", i % 3 == 0);
+            expect("big_budget", i >= 3);
+            expect("big_team", i >= 5);
+            expect("spb", i % 4 == 0);
+        }
+    }
+}
+
 /// A re-score that changes many rows writes them in one transaction that drops and builds
 /// again the score table's indexes (SQLite); its scores must be exactly those of the
 /// row-by-row path, the indexes must be there afterwards, and priority lists (which walk the

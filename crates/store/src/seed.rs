@@ -236,7 +236,10 @@ impl Generator {
     fn row(&self, i: u64) -> Row {
         let mut rng = StdRng::seed_from_u64(self.spec.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         const YEAR: i64 = 365 * 24 * 3_600_000_000;
-        let created = self.now - rng.random_range(0..YEAR);
+        // Leads arrive over the year in order, each in a slot of its own, as intake writes
+        // them: a real table holds its rows (and time-ordered ids) in arrival order.
+        let slot = (YEAR / self.spec.leads.max(1) as i64).max(1);
+        let created = self.now - YEAR + (i as i64).saturating_mul(slot) + rng.random_range(0..slot);
         let mut rand_bytes = [0u8; 10];
         rng.fill(&mut rand_bytes);
         let id = uuid::Builder::from_unix_timestamp_millis((created / 1000) as u64, &rand_bytes).into_uuid();

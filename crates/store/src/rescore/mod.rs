@@ -310,8 +310,8 @@ fn placeholders(n: usize) -> String {
     (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The lead's fields the profile rules read, in the order of `PROFILE_COLUMNS` (the text
-/// fields, then the budget and the custom fields).
+/// The lead's text fields the profile rules may read, in the order a pass reads them (see
+/// `profile_columns`).
 pub(crate) const PROFILE_NAMES: [&str; 20] = [
     "name",
     "phone",
@@ -334,8 +334,42 @@ pub(crate) const PROFILE_NAMES: [&str; 20] = [
     "landing_page",
     "tracking_number",
 ];
-pub(crate) const PROFILE_COLUMNS: &str = "name, phone, email, messenger, company, position, city, interest, message, channel, campaign, \
-     source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, tracking_number, budget, fields";
+
+/// The columns a pass reads for the profile rules, in the order of `PROFILE_NAMES`, then
+/// the budget and the custom fields: those `model`'s profile and geography rules read, NULL
+/// (or no custom fields) for the rest. On SQLite a profile change spent two thirds of its
+/// reading on the leads' 22 columns, most of them text no starter rule reads (the message,
+/// the UTM tags).
+pub(crate) fn profile_columns(model: &Model, pg: bool) -> String {
+    let read = model.profile_fields();
+    let mut cols: Vec<&str> = PROFILE_NAMES
+        .iter()
+        .map(|n| {
+            if read.contains(n) {
+                *n
+            } else if pg {
+                "NULL::text"
+            } else {
+                "NULL"
+            }
+        })
+        .collect();
+    cols.push(if read.contains("budget") {
+        "budget"
+    } else if pg {
+        "NULL::float8"
+    } else {
+        "NULL"
+    });
+    cols.push(if read.iter().any(|f| f.starts_with("fields.")) {
+        "fields"
+    } else if pg {
+        "'{}'::jsonb"
+    } else {
+        "'{}'"
+    });
+    cols.join(", ")
+}
 
 const READ_SQL: &str = "SELECT s.lead_id, s.ledger, s.model_version, s.score, s.priority, i.events \
      FROM lead_scores s LEFT JOIN lead_inputs i ON i.lead_id = s.lead_id";
@@ -495,8 +529,11 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
     use rusqlite::OptionalExtension;
     let mut read = c.prepare(&format!("{} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass)))?;
     let mut events_of = c.prepare("SELECT events FROM lead_inputs WHERE lead_id = ?1")?;
-    let mut profiles = c.prepare(&format!("SELECT {PROFILE_COLUMNS}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
-    let mut profile_of = c.prepare(&format!("SELECT {PROFILE_COLUMNS} FROM leads WHERE id = ?1"))?;
+    let columns = profile_columns(&pass.model, false);
+    let mut profiles = c.prepare(&format!("SELECT {columns}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
+    let mut profile_of = c.prepare(&format!("SELECT {columns} FROM leads WHERE id = ?1"))?;
+    let mut span = c.prepare("SELECT min(rowid), max(rowid) FROM leads WHERE id > ?1 AND id <= ?2")?;
+    let mut by_rowid = c.prepare(&format!("SELECT {columns}, id FROM leads WHERE rowid BETWEEN ?1 AND ?2"))?;
     let full = pass.full();
     let mut out = RangeScored { rescored: 0, outputs: Vec::new(), t_read: 0, t_compute: 0 };
     loop {
@@ -517,15 +554,37 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
         let Some(last) = inputs.last().map(|i| i.lead_id) else { break };
         out.rescored += inputs.len() as u64;
         if pass.profile {
-            let mut rows = profiles.query(rusqlite::params![after, last])?;
+            // The leads table is keyed by rowid, and walking it in id order looks every row
+            // up through the id index: 1.9 s for 1 M leads against 0.26 s for reading them
+            // in rowid order (sqlite3 shell). Ids are made in time order, as rowids are, so a
+            // chunk's leads are usually a short run of rowids: read that run and sort it.
+            let (lo, hi): (Option<i64>, Option<i64>) = span.query_row(rusqlite::params![after, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let mut found: Vec<(Uuid, Profile)> = Vec::with_capacity(inputs.len());
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if hi.saturating_sub(lo) <= 4 * inputs.len() as i64 => {
+                    let mut rows = by_rowid.query(rusqlite::params![lo, hi])?;
+                    while let Some(r) = rows.next()? {
+                        let id: Uuid = r.get(22)?;
+                        if id.as_bytes().as_slice() > after.as_slice() && id <= last {
+                            found.push((id, sqlite_profile(r)?));
+                        }
+                    }
+                    found.sort_unstable_by_key(|f| f.0);
+                }
+                _ => {
+                    let mut rows = profiles.query(rusqlite::params![after, last])?;
+                    while let Some(r) = rows.next()? {
+                        found.push((r.get(22)?, sqlite_profile(r)?));
+                    }
+                }
+            }
             let mut i = 0;
-            while let Some(r) = rows.next()? {
-                let id: Uuid = r.get(22)?;
+            for (id, profile) in found {
                 while i < inputs.len() && inputs[i].lead_id < id {
                     i += 1;
                 }
                 if i < inputs.len() && inputs[i].lead_id == id {
-                    inputs[i].profile = Some(sqlite_profile(r)?);
+                    inputs[i].profile = Some(profile);
                 }
             }
         } else {

@@ -1,6 +1,6 @@
 //! The re-scoring pass on PostgreSQL.
 
-use super::{CHUNK, Input, Output, PROFILE_COLUMNS, PROFILE_NAMES, Pass, RescoreReport, read_sql};
+use super::{CHUNK, Input, Output, PROFILE_NAMES, Pass, RescoreReport, profile_columns, read_sql};
 use crate::ts::Ts;
 use crate::{Store, StoreError};
 use std::collections::HashMap;
@@ -195,7 +195,7 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Resul
         // 0.19 s a chunk), and only the fields the profile rules read.
         use sqlx::Row;
         let (first, last) = (inputs[0].lead_id, inputs[inputs.len() - 1].lead_id);
-        let sql = format!("SELECT id, {PROFILE_COLUMNS} FROM leads WHERE id BETWEEN $1 AND $2");
+        let sql = format!("SELECT id, {} FROM leads WHERE id BETWEEN $1 AND $2", profile_columns(&pass.model, true));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(pool).await?;
         let empty = serde_json::Map::new();
         let mut by_id: HashMap<Uuid, Profile> = HashMap::with_capacity(rows.len());
