@@ -374,10 +374,10 @@ async fn a_profile_change_reads_every_field_its_rules_name() {
             json!({
                 "phone": format!("+7900320{:04}", k),
                 "name": "Иван",
-                "message": if i % 2 == 0 { "Нужен расчёт СРОЧНО" } else { "просто вопрос" },
-                "utm_source": if i % 3 == 0 { "yandex" } else { "google" },
+                "message": if i.is_multiple_of(2) { "Нужен расчёт СРОЧНО" } else { "просто вопрос" },
+                "utm_source": if i.is_multiple_of(3) { "yandex" } else { "google" },
                 "budget": 100_000 * i,
-                "city": if i % 4 == 0 { "г. Санкт-Петербург" } else { "Омск" },
+                "city": if i.is_multiple_of(4) { "г. Санкт-Петербург" } else { "Омск" },
                 "fields": {"employees": 20 * i, "industry": "retail"}
             })
         };
@@ -416,11 +416,11 @@ async fn a_profile_change_reads_every_field_its_rules_name() {
             assert_eq!(rules(&rescored), rules(&fresh), "lead {i}, bulk {bulk}: {rescored} vs {fresh}");
             assert_eq!(points(&rescored), points(&fresh), "lead {i}, bulk {bulk}");
             let expect = |rule: &str, yes: bool| assert_eq!(rules(&rescored).iter().any(|r| r == rule), yes, "lead {i}: {rule}");
-            expect("urgent", i % 2 == 0);
-            expect("yandex", i % 3 == 0);
+            expect("urgent", i.is_multiple_of(2));
+            expect("yandex", i.is_multiple_of(3));
             expect("big_budget", i >= 3);
             expect("big_team", i >= 5);
-            expect("spb", i % 4 == 0);
+            expect("spb", i.is_multiple_of(4));
         }
     }
 }
