@@ -942,19 +942,21 @@ fn visit_occurrences(views: &[Micros], n: usize, within_us: f64, gap_us: f64) ->
     out
 }
 
-/// Ledger entries packed for storage, 3–9 bytes each (format 2): per entry a varint of
-/// the rule, the profile flag and whether the points are a multiple of ¼ under 2²⁰, then
-/// the points (a zigzag varint of four times them, or the f32), then the zigzag varint of
-/// the time since the entry before. A lead's entries earned at one moment (its profile's)
-/// take 3 bytes, an event's 7–9; format 1 took 15 each, and every full re-score rewrites
-/// every ledger, so their bytes are most of what it writes. Format 1 is still read.
+/// Ledger entries packed for storage (format 2): per entry a varint of the rule, the
+/// profile flag and whether the points are a multiple of ¼ under 2¹⁸, then the points (a
+/// zigzag varint of four times them, or the f32), then the zigzag varint of the time since
+/// the entry before. With rules under 32 and such points, entries earned at one moment (a
+/// lead's profile's) take 3 bytes, an event's 7–9; format 1 took 15 each, and every full
+/// re-score rewrites every ledger, so their bytes are most of what it writes. Format 1 is
+/// still read.
 pub fn encode_ledger(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + entries.len() * 8);
     out.push(2u8);
     let mut last: Micros = 0;
     for e in entries {
         let quarters = e.points * 4.0;
-        let small = quarters.fract() == 0.0 && quarters.abs() < (1 << 20) as f32;
+        // -0.0 keeps its sign as an f32.
+        let small = quarters.fract() == 0.0 && quarters.abs() < (1 << 20) as f32 && (quarters != 0.0 || quarters.is_sign_positive());
         put_varint(&mut out, (u64::from(e.rule) << 2) | (u64::from(e.profile) << 1) | u64::from(small));
         if small {
             put_varint(&mut out, zigzag(quarters as i64));
@@ -1373,6 +1375,17 @@ mod tests {
         ];
         assert_eq!(decode_ledger(&encode_ledger(&entries)), entries);
         assert_eq!(decode_ledger(&encode_ledger(&[])), Vec::<Entry>::new());
+        // Bit for bit, also where `==` cannot tell: -0.0, NaN, infinities.
+        let odd: Vec<Entry> =
+            [-0.0f32, 0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE / 2.0, -0.25, 262_143.75, 262_144.0]
+                .iter()
+                .map(|&points| Entry { rule: 40, points, at: NOW, profile: false })
+                .collect();
+        let back = decode_ledger(&encode_ledger(&odd));
+        assert_eq!(back.len(), odd.len());
+        for (a, b) in odd.iter().zip(&back) {
+            assert_eq!(a.points.to_bits(), b.points.to_bits(), "{} → {}", a.points, b.points);
+        }
         let inputs = vec![(NOW, 7u32), (NOW + 1, 99)];
         assert_eq!(decode_inputs(&encode_inputs(&inputs)).collect::<Vec<_>>(), inputs);
     }

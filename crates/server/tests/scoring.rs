@@ -358,11 +358,11 @@ async fn a_model_change_rescores_every_lead() {
 /// of field (a text column, the budget, a custom field, the city for a geography rule) must
 /// be read, so leads re-scored by the pass score as the same leads arriving under the new
 /// model, in bulk and row by row. On SQLite the pass reads a chunk's leads as the run of
-/// rowids they span, or, when they are scattered over the table (`spread`), through the id
-/// index.
+/// rowids they span (sorted by id: `reversed` puts the rowids in the opposite order), or,
+/// when they are scattered over the table (`spread`), through the id index.
 #[tokio::test]
 async fn a_profile_change_reads_every_field_its_rules_name() {
-    for (bulk, spread) in [(false, false), (true, false), (true, true)] {
+    for (bulk, layout) in [(false, "ordered"), (true, "ordered"), (true, "spread"), (true, "reversed")] {
         let rows = if bulk { 1 } else { usize::MAX };
         let app = spawn_app_with_store(AppConfig::default(), Arc::new(TestClock::new(now())), |c| voronka_store::StoreConfig {
             rescore_bulk_rows: rows,
@@ -385,10 +385,15 @@ async fn a_profile_change_reads_every_field_its_rules_name() {
         for i in 0..8 {
             before.push(new_lead(&app, body(i, i)).await);
         }
-        if spread && backend() == "sqlite" {
-            // Every other lead far down the table: the chunk's leads span 2 M rowids.
+        if layout != "ordered" && backend() == "sqlite" {
             let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
-            let moved = c.execute("UPDATE leads SET rowid = rowid + 2000000 WHERE rowid % 2 = 0", []).unwrap();
+            let sql = if layout == "spread" {
+                // Every other lead far down the table: the chunk's leads span 2 M rowids.
+                "UPDATE leads SET rowid = rowid + 2000000 WHERE rowid % 2 = 0"
+            } else {
+                "UPDATE leads SET rowid = -rowid"
+            };
+            let moved = c.execute(sql, []).unwrap();
             assert!(moved >= 4, "{moved}");
         }
         let mut m = voronka_domain::scoring::starter_json();
@@ -413,8 +418,8 @@ async fn a_profile_change_reads_every_field_its_rules_name() {
                 r.sort();
                 r
             };
-            assert_eq!(rules(&rescored), rules(&fresh), "lead {i}, bulk {bulk}: {rescored} vs {fresh}");
-            assert_eq!(points(&rescored), points(&fresh), "lead {i}, bulk {bulk}");
+            assert_eq!(rules(&rescored), rules(&fresh), "lead {i}, bulk {bulk}, {layout}: {rescored} vs {fresh}");
+            assert_eq!(points(&rescored), points(&fresh), "lead {i}, bulk {bulk}, {layout}");
             let expect = |rule: &str, yes: bool| assert_eq!(rules(&rescored).iter().any(|r| r == rule), yes, "lead {i}: {rule}");
             expect("urgent", i.is_multiple_of(2));
             expect("yandex", i.is_multiple_of(3));
@@ -722,6 +727,11 @@ async fn a_ledger_stored_in_the_first_format_is_read_and_carried_on() {
     }
     assert_eq!(ledger().await[0], 1);
     assert_eq!(score(&app, &a).await, before, "a format-1 ledger explains the same score");
+    // A refresh finds nothing changed: the ledgers of an upgraded database are not all
+    // written again by the first pass.
+    let r = app.store.refresh_scores().await.unwrap();
+    assert_eq!((r.rescored, r.changed), (1, 0));
+    assert_eq!(ledger().await[0], 1);
     // A new event carries the old entries on: its points come on top, in format 2.
     track(&app, &a, json!([{"type": "presentation_request", "at": NOW}])).await;
     let after = score(&app, &a).await;

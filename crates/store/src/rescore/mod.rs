@@ -125,8 +125,10 @@ impl Pass {
         }
         let s = score_now(&self.model, &ledger, self.now);
         let bytes = encode_ledger(&ledger);
-        let same =
-            bytes == i.ledger && i.version == self.version && (s.score - i.score).abs() < 0.05 && (s.priority - i.priority).abs() < 0.05;
+        // A ledger stored in an older format is the same when it holds the same entries: it
+        // is written anew when its lead's score changes, not by every pass after an upgrade.
+        let same_ledger = bytes == i.ledger || (i.ledger.first() != bytes.first() && old == ledger);
+        let same = same_ledger && i.version == self.version && (s.score - i.score).abs() < 0.05 && (s.priority - i.priority).abs() < 0.05;
         (!same).then(|| Output {
             lead_id: i.lead_id,
             ledger: bytes,
@@ -564,8 +566,12 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
                 (Some(lo), Some(hi)) if hi.saturating_sub(lo) <= 4 * inputs.len() as i64 => {
                     let mut rows = by_rowid.query(rusqlite::params![lo, hi])?;
                     while let Some(r) = rows.next()? {
-                        let id: Uuid = r.get(22)?;
-                        if id.as_bytes().as_slice() > after.as_slice() && id <= last {
+                        // Compared as bytes first: a row of the run outside the chunk is
+                        // skipped whatever its id holds.
+                        let Some(id) = r.get_ref(22)?.as_blob_or_null()? else { continue };
+                        if id > after.as_slice() && id <= last.as_bytes().as_slice() {
+                            let id = Uuid::from_slice(id)
+                                .map_err(|e| rusqlite::Error::FromSqlConversionFailure(22, rusqlite::types::Type::Blob, Box::new(e)))?;
                             found.push((id, sqlite_profile(r)?));
                         }
                     }
@@ -615,4 +621,21 @@ fn sqlite_profile(r: &rusqlite::Row) -> rusqlite::Result<Profile> {
     let fields: String = r.get(21)?;
     let custom = serde_json::from_str::<serde_json::Map<String, Value>>(&fields).unwrap_or_default();
     Ok(Profile::new(&top, budget, &custom))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every lead field a profile rule may name is read by a pass: the text fields here, the
+    /// budget beside them.
+    #[test]
+    fn the_pass_reads_every_field_a_profile_rule_may_name() {
+        let mut names: Vec<&str> = PROFILE_NAMES.to_vec();
+        names.push("budget");
+        names.sort_unstable();
+        let mut fields = voronka_domain::scoring::PROFILE_FIELDS.to_vec();
+        fields.sort_unstable();
+        assert_eq!(names, fields);
+    }
 }
