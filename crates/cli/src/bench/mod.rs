@@ -516,15 +516,16 @@ const NAMES_TYPED: &[&str] = &[
 ];
 
 async fn ui(a: UiArgs) -> Result<()> {
+    if let Some(url) = &a.existing_database {
+        // The leads, events and managers are the database's own, not the options'.
+        println!("voronka bench ui: the leads of {}, {} sequential requests per page", voronka_store::redact(url), a.requests);
+        let name = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
+        return ui_one(&a, name, url, false).await;
+    }
     println!(
         "voronka bench ui: {} leads (about {} events each), {} managers, {} sequential requests per page",
         a.leads, a.events_per_lead, a.managers, a.requests
     );
-    if let Some(url) = &a.existing_database {
-        println!("  on the existing database {}", voronka_store::redact(url));
-        let name = if url.starts_with("sqlite:") { "sqlite" } else { "postgres" };
-        return ui_one(&a, name, url, false).await;
-    }
     for which in backends(a.backend) {
         let db = BenchDb::create(which, &a.pg_url).await?;
         let r = ui_one(&a, backend_name(which), &db.url, true).await;
