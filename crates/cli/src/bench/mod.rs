@@ -387,6 +387,9 @@ fn sqlite_floor(rows: u64, beside: &std::path::Path) -> Result<Floor> {
         tx.execute_batch("DROP INDEX s_priority; DROP INDEX s_score; DROP INDEX s_status; DROP INDEX s_owner;")?;
         tx.execute("UPDATE s SET score = score + 1, priority = priority + 1", [])?;
         let update = t.elapsed().as_secs_f64();
+        // The sorter's runs as small as the re-score makes them, so that they are sorted on
+        // every core (see `voronka_store::rescore::SORT_CACHE_KIB`).
+        tx.pragma_update(None, "cache_size", voronka_store::rescore::SORT_CACHE_KIB)?;
         tx.execute_batch(INDEXES)?;
         let indexes = t.elapsed().as_secs_f64() - update;
         tx.commit()?;
