@@ -623,13 +623,26 @@ impl Model {
         out
     }
 
-    /// Whether the behaviour rules of two models score events alike (then a model change
-    /// needs no behaviour re-evaluation, and vice versa for profile rules).
-    pub fn same_profile_rules(&self, other: &Model) -> bool {
-        let pick = |m: &Model| -> Vec<RuleSpec> {
-            m.spec.rules.iter().filter(|r| matches!(r.kind, RuleKindSpec::Profile { .. } | RuleKindSpec::Geo { .. })).cloned().collect()
+    /// Whether the rules of one part (`profile`: the profile and geography rules; otherwise
+    /// the event and visit rules) of two models are the same but for their points and
+    /// descriptions. Then they make the same ledger entries (an entry's points are its rule's
+    /// points), and a model change carries the part's entries over by rule id with the new
+    /// points instead of evaluating the leads' events or fields again.
+    pub fn same_rules_but_points(&self, other: &Model, profile: bool) -> bool {
+        let pick = |m: &Model| -> Vec<(String, RuleKindSpec)> {
+            m.spec
+                .rules
+                .iter()
+                .filter(|r| matches!(r.kind, RuleKindSpec::Profile { .. } | RuleKindSpec::Geo { .. }) == profile)
+                .map(|r| (r.id.clone(), r.kind.clone()))
+                .collect()
         };
         pick(self) == pick(other)
+    }
+
+    /// The points an entry of rule `rule` (an index into this model's rules) gives.
+    pub fn rule_points(&self, rule: u16) -> Option<f32> {
+        self.spec.rules.get(rule as usize).map(|r| r.points as f32)
     }
 }
 
@@ -1105,6 +1118,55 @@ mod tests {
 
     fn model() -> Model {
         Model::starter()
+    }
+
+    /// A change of points (or descriptions, thresholds, half-life) keeps a part's rules the
+    /// same; any change to what a rule matches, its cap, its kind or the set of rules does not.
+    #[test]
+    fn rules_the_same_but_for_points_by_part() {
+        let starter = starter_json();
+        let with = |edit: &dyn Fn(&mut Value)| {
+            let mut j = starter.clone();
+            edit(&mut j);
+            Model::from_json(&j).unwrap()
+        };
+        let m = model();
+        let points = with(&|j| {
+            j["rules"][0]["points"] = json!(2.5);
+            j["rules"][15]["points"] = json!(-1);
+            j["rules"][0]["description"] = json!("другое описание");
+            j["half_life_days"] = json!(7);
+        });
+        assert!(points.same_rules_but_points(&m, false) && points.same_rules_but_points(&m, true));
+        let behaviour_changes: [&dyn Fn(&mut Value); 4] = [
+            &|j| j["rules"][0]["cap"] = json!(11),
+            &|j| j["rules"][1]["url_contains"] = json!(["/price"]),
+            &|j| j["rules"][0]["id"] = json!("views"),
+            &|j| {
+                j["rules"].as_array_mut().unwrap().remove(2);
+            },
+        ];
+        for edit in behaviour_changes {
+            let changed = with(edit);
+            assert!(!changed.same_rules_but_points(&m, false), "{:?}", changed.spec.rules[0]);
+            assert!(changed.same_rules_but_points(&m, true));
+        }
+        let profile_changes: [&dyn Fn(&mut Value); 3] = [
+            &|j| j["rules"][15]["conditions"] = json!([{"field": "company", "op": "contains", "value": "ООО"}]),
+            &|j| j["rules"].as_array_mut().unwrap().push(json!({"id": "spb", "kind": "geo", "points": 1, "cities": ["Санкт-Петербург"]})),
+            &|j| {
+                let r = j["rules"].as_array_mut().unwrap().iter_mut().find(|r| r["kind"] == "geo").unwrap();
+                r["cities"] = json!(["Москва"]);
+            },
+        ];
+        for edit in profile_changes {
+            let changed = with(edit);
+            assert!(!changed.same_rules_but_points(&m, true));
+            assert!(changed.same_rules_but_points(&m, false));
+        }
+        assert_eq!(points.rule_points(0), Some(2.5));
+        assert_eq!(points.rule_points(15), Some(-1.0));
+        assert_eq!(points.rule_points(u16::MAX), None);
     }
 
     #[test]

@@ -430,6 +430,110 @@ async fn a_profile_change_reads_every_field_its_rules_name() {
     }
 }
 
+/// A model change that only changes points carries every lead's entries over with the new
+/// points, reading no events and no lead fields; the scores, priorities, temperatures,
+/// grades and explanations must be those a rebuild from the events and fields gives. A
+/// rule that held before keeps its date when the profile rules run again, so a profile
+/// change does not count as points just earned (priority).
+#[tokio::test]
+async fn a_change_of_points_gives_the_scores_of_a_rebuild_without_reading_events() {
+    use voronka_store::seed::SeedSpec;
+    for bulk in [usize::MAX, 1] {
+        let app = spawn_app_with_store(AppConfig::default(), Arc::new(TestClock::new(now())), |c| voronka_store::StoreConfig {
+            rescore_bulk_rows: bulk,
+            ..c
+        })
+        .await;
+        app.store.seed(&SeedSpec { leads: 1_500, events_per_lead: 5, seed: 17, ..Default::default() }, |_| {}).await.unwrap();
+        let mut extra = voronka_domain::scoring::starter_json();
+        let rules = extra["rules"].as_array_mut().unwrap();
+        rules.push(json!({"id": "never", "kind": "event", "event": "never_happens", "points": 9, "cap": 1}));
+        rules.push(json!({"id": "nobody", "kind": "profile", "points": 9, "conditions": [{"field": "company", "op": "equals", "value": "нет такой"}]}));
+        // Both parts change: every lead is rebuilt from its events and fields. The two rules
+        // match nothing, so nothing moves: the profile entries keep their dates (had they
+        // been dated now, every lead's priority would gain its profile points).
+        let seeded = all_scores(&app.store).await;
+        put_model(&app, &extra).await;
+        assert_eq!(all_scores(&app.store).await, seeded);
+        let mut m = extra.clone();
+        m["rules"][0]["points"] = json!(3); // page_view 1 → 3
+        m["rules"][2]["points"] = json!(0.75); // video_view 2 → 0.75
+        m["rules"][15]["points"] = json!(5); // company 2 → 5
+        m["rules"][18]["points"] = json!(-4); // employees_50 3 → -4
+        m["half_life_days"] = json!(20);
+        let carried = put_model(&app, &m).await;
+        assert_eq!(carried["rescored"], 1_500);
+        let after_carry = all_scores(&app.store).await;
+        let explained = score(&app, &after_carry[0].0.to_string()).await;
+        // Without the two rules that match nothing: both parts are evaluated again.
+        let mut rebuilt_model = m.clone();
+        let rules = rebuilt_model["rules"].as_array_mut().unwrap();
+        rules.retain(|r| r["id"] != "never" && r["id"] != "nobody");
+        put_model(&app, &rebuilt_model).await;
+        let rebuilt = all_scores(&app.store).await;
+        assert_eq!(after_carry.len(), 1_500);
+        assert_eq!(after_carry, rebuilt, "bulk rows {bulk}");
+        let same = score(&app, &after_carry[0].0.to_string()).await;
+        assert_eq!(explained["explanation"], same["explanation"]);
+        let views = |s: &Value| -> Vec<f64> {
+            s["explanation"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["rule"] == "page_view")
+                .map(|e| e["points"].as_f64().unwrap())
+                .collect()
+        };
+        let mut viewer = None;
+        for (id, ..) in after_carry.iter().take(200) {
+            let s = score(&app, &id.to_string()).await;
+            if !views(&s).is_empty() {
+                viewer = Some((id.to_string(), s));
+                break;
+            }
+        }
+        let (lead, before) = viewer.expect("a seeded lead with page views");
+        // A change of points alone reads no events: with the packed events gone, the
+        // behaviour entries are still carried (a rebuild would find none), at twice the points.
+        if backend() == "sqlite" {
+            let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+            c.execute("DELETE FROM lead_inputs", []).unwrap();
+        } else {
+            let pg = sqlx::PgPool::connect(&app.db.url).await.unwrap();
+            sqlx::query("DELETE FROM lead_inputs").execute(&pg).await.unwrap();
+            pg.close().await;
+        }
+        let mut again = rebuilt_model.clone();
+        again["rules"][0]["points"] = json!(6); // page_view 3 → 6
+        put_model(&app, &again).await;
+        let after = score(&app, &lead).await;
+        let doubled: Vec<f64> = views(&before).iter().map(|p| p * 2.0).collect();
+        let got = views(&after);
+        assert_eq!(got.len(), doubled.len(), "{after}");
+        // The explanation shows points to one decimal.
+        assert!(got.iter().zip(&doubled).all(|(a, b)| (a - b).abs() < 0.1 + 1e-9), "{got:?} vs {doubled:?}");
+        assert!(got.iter().sum::<f64>() > 0.0);
+        app.store.close().await;
+    }
+}
+
+async fn all_scores(store: &voronka_store::Store) -> Vec<(uuid::Uuid, f64, f64, String, String)> {
+    use voronka_store::{LeadFilter, LeadSort};
+    let mut f = LeadFilter { sort: LeadSort::Priority, limit: 500, ..Default::default() };
+    let mut out = Vec::new();
+    loop {
+        let page = store.leads(&f).await.unwrap();
+        out.extend(page.items.iter().map(|l| (l.id, l.score, l.priority, l.temperature.clone(), l.grade.clone())));
+        match page.next_cursor {
+            Some(c) => f.cursor = Some(voronka_store::Cursor::decode(&c).unwrap()),
+            None => {
+                out.sort_by_key(|s| s.0);
+                return out;
+            }
+        }
+    }
+}
+
 /// A re-score that changes many rows writes them in one transaction that drops and builds
 /// again the score table's indexes (SQLite); its scores must be exactly those of the
 /// row-by-row path, the indexes must be there afterwards, and priority lists (which walk the

@@ -107,7 +107,17 @@ impl Pass {
         let mut ledger: Vec<Entry> = Vec::with_capacity(old.len());
         // Profile entries: re-run, or carried over by rule id.
         match (&i.profile, self.profile) {
-            (Some(p), true) => ledger.extend(self.model.profile_entries(p, self.now)),
+            (Some(p), true) => {
+                // As when a lead's fields change: an entry for a rule that held before keeps
+                // its date (a profile change is not points earned now, for the priority).
+                let before: HashMap<u16, Micros> = self.carry(&old, i.version, true).iter().map(|e| (e.rule, e.at)).collect();
+                ledger.extend(self.model.profile_entries(p, self.now).into_iter().map(|mut e| {
+                    if let Some(at) = before.get(&e.rule) {
+                        e.at = *at;
+                    }
+                    e
+                }));
+            }
             _ => ledger.extend(self.carry(&old, i.version, true)),
         }
         if self.behaviour {
@@ -145,7 +155,8 @@ impl Pass {
     }
 
     /// Entries of one part (profile or behaviour) of an old ledger, renumbered for this
-    /// model by rule id; entries of rules that no longer exist are dropped.
+    /// model by rule id and given their rule's points in it; entries of rules that no longer
+    /// exist are dropped.
     fn carry(&self, old: &[Entry], old_version: i64, profile: bool) -> Vec<Entry> {
         let part = old.iter().filter(|e| e.profile == profile);
         if old_version == self.version {
@@ -154,7 +165,11 @@ impl Pass {
         if self.previous.is_none() {
             return Vec::new();
         }
-        part.filter_map(|e| self.remap.get(e.rule as usize).copied().flatten().map(|rule| Entry { rule, ..*e })).collect()
+        part.filter_map(|e| {
+            let rule = self.remap.get(e.rule as usize).copied().flatten()?;
+            Some(Entry { rule, points: self.model.rule_points(rule)?, ..*e })
+        })
+        .collect()
     }
 }
 
@@ -189,8 +204,11 @@ impl Store {
             .bind(&stored).bind(now).fetch_one(p).await?
         });
         self.models.insert(version, model.clone(), true);
-        let pass_profile = !model.same_profile_rules(&old);
-        let report = self.rescore(version, model, Some((old_version, old)), pass_profile, true).await?;
+        // A part whose rules changed only their points keeps its entries, with the new
+        // points: the usual model change (a rule's weight) reads no events and no lead fields.
+        let pass_profile = !model.same_rules_but_points(&old, true);
+        let pass_behaviour = !model.same_rules_but_points(&old, false);
+        let report = self.rescore(version, model, Some((old_version, old)), pass_profile, pass_behaviour).await?;
         tracing::info!(
             old_version,
             version,
