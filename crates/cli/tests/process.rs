@@ -431,3 +431,33 @@ async fn the_sqlite_import_floor_writes_as_many_leads_as_the_import_created() {
     let rate: f64 = floor.split(" leads/s").next().and_then(|h| h.rsplit(' ').next()).and_then(|r| r.parse().ok()).unwrap();
     assert!(rate >= 100.0, "{floor}");
 }
+
+/// `voronka bench rescore` on a small generated dataset: every model change re-scores every
+/// lead (changes of points, which carry the entries over, and changes of what rules match,
+/// which read the events or the fields again), then the refresh and the floor.
+#[tokio::test]
+async fn the_rescore_bench_times_each_kind_of_model_change() {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["bench", "rescore", "--leads", "1500", "--events-per-lead", "4"]);
+    if backend() == "sqlite" {
+        cmd.args(["--backend", "sqlite"]);
+    } else {
+        cmd.args(["--backend", "postgres"]).env("VORONKA_BENCH_PG_URL", pg_admin_url());
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let passes: Vec<&str> = out.lines().filter(|l| l.contains("re-score after changing")).collect();
+    assert_eq!(passes.len(), 5, "{out}");
+    for (i, what) in
+        ["points (page_view", "points (company", "starter model's points", "cap (page_view", "cities (Kazan"].iter().enumerate()
+    {
+        assert!(
+            passes[i].contains(what) && passes[i].contains(": 1500 leads in ") && passes[i].contains("(1500 changed)"),
+            "{}",
+            passes[i]
+        );
+    }
+    assert!(out.lines().any(|l| l.contains("refresh of stored scores") && l.contains(": 1500 leads in ")), "{out}");
+    assert!(out.lines().any(|l| l.contains("the floor:") && l.contains("1500 narrow score rows")), "{out}");
+}

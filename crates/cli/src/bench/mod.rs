@@ -279,10 +279,22 @@ async fn rescore_one(a: &RescoreArgs, name: &str, url: &str, generate: bool) -> 
     behaviour["rules"][0]["points"] = serde_json::json!(2);
     let mut profile = behaviour.clone();
     profile["rules"][15]["points"] = serde_json::json!(3);
+    // Changes of points carry the entries over; a change of what a rule matches evaluates
+    // the leads' events (a behaviour rule) or fields (a profile or geography rule) again.
+    let mut cap = starter.clone();
+    cap["rules"][0]["cap"] = serde_json::json!(12);
+    let mut geo = cap.clone();
+    if let Some(cities) =
+        geo["rules"].as_array_mut().and_then(|r| r.iter_mut().find(|r| r["id"] == "capital_city")).and_then(|r| r["cities"].as_array_mut())
+    {
+        cities.push(serde_json::json!("Казань"));
+    }
     for (what, model) in [
-        ("a behaviour rule (page_view +1 → +2)", &behaviour),
-        ("a profile rule (company +2 → +3)", &profile),
-        ("back to the starter model", &starter),
+        ("a behaviour rule's points (page_view +1 → +2)", &behaviour),
+        ("a profile rule's points (company +2 → +3)", &profile),
+        ("back to the starter model's points", &starter),
+        ("a behaviour rule's cap (page_view 10 → 12: the events read again)", &cap),
+        ("a geography rule's cities (Kazan added: the leads' fields read again)", &geo),
     ] {
         let t = Instant::now();
         let (version, report) = store.put_model(model).await?.map_err(|e| anyhow::anyhow!("model refused: {e:?}"))?;
