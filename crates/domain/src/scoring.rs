@@ -1138,13 +1138,17 @@ mod tests {
             j["half_life_days"] = json!(7);
         });
         assert!(points.same_rules_but_points(&m, false) && points.same_rules_but_points(&m, true));
-        let behaviour_changes: [&dyn Fn(&mut Value); 4] = [
+        let behaviour_changes: [&dyn Fn(&mut Value); 7] = [
             &|j| j["rules"][0]["cap"] = json!(11),
             &|j| j["rules"][1]["url_contains"] = json!(["/price"]),
             &|j| j["rules"][0]["id"] = json!("views"),
             &|j| {
                 j["rules"].as_array_mut().unwrap().remove(2);
             },
+            // Two event rules swapped: their event bits change.
+            &|j| j["rules"].as_array_mut().unwrap().swap(2, 3),
+            &|j| j["rules"][12]["within_hours"] = json!(24),
+            &|j| j["rules"][12]["gap_minutes"] = json!(10),
         ];
         for edit in behaviour_changes {
             let changed = with(edit);

@@ -459,7 +459,7 @@ async fn a_change_of_points_gives_the_scores_of_a_rebuild_without_reading_events
         m["rules"][0]["points"] = json!(3); // page_view 1 → 3
         m["rules"][2]["points"] = json!(0.75); // video_view 2 → 0.75
         m["rules"][15]["points"] = json!(5); // company 2 → 5
-        m["rules"][18]["points"] = json!(-4); // employees_50 3 → -4
+        m["rules"][18]["points"] = json!(-4); // budget_ok 5 → -4
         m["half_life_days"] = json!(20);
         let carried = put_model(&app, &m).await;
         assert_eq!(carried["rescored"], 1_500);

@@ -324,7 +324,7 @@ impl Store {
     async fn after_merge(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         for id in ids {
             if let Err(e) = self.rescore_lead(*id).await {
-                tracing::warn!(lead = %id, error = %e, "re-scoring after a merge failed; the score refresh will catch up");
+                tracing::warn!(lead = %id, error = %e, "re-scoring after a merge failed; the lead is scored whole again at its next edit (a refresh or a change of points keeps its entries)");
             }
         }
         Ok(())
