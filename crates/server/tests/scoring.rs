@@ -764,25 +764,40 @@ async fn stored_priority_follows_time_after_a_refresh() {
 /// with a model it cannot carry entries from is rebuilt whole: its events are read for it.
 #[tokio::test]
 async fn a_refresh_rebuilds_a_row_scored_with_another_model_from_its_events() {
-    let (app, _) = app().await;
+    let (app, clock) = app().await;
     let a = new_lead(&app, json!({"phone": "+79003002000", "company": "ООО Ромашка"})).await;
     track(&app, &a, json!([{"type": "callback_request", "at": NOW}, {"type": "download", "at": NOW}])).await;
     let before = score(&app, &a).await;
     assert!(points(&before) >= 10.0, "{before}");
     let sql = format!("UPDATE lead_scores SET model_version = 0 WHERE lead_id = '{a}'");
-    if backend() == "sqlite" {
-        let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
-        // SQLite keeps ids as 16-byte blobs.
-        let id = uuid::Uuid::parse_str(&a).unwrap();
-        assert_eq!(c.execute("UPDATE lead_scores SET model_version = 0 WHERE lead_id = ?1", [id.as_bytes().to_vec()]).unwrap(), 1);
-    } else {
-        use sqlx::Connection;
-        let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
-        assert_eq!(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.unwrap().rows_affected(), 1);
-    }
+    // The lead's score row as if made with a model no longer known.
+    let unscored = || async {
+        if backend() == "sqlite" {
+            let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).unwrap();
+            // SQLite keeps ids as 16-byte blobs.
+            let id = uuid::Uuid::parse_str(&a).unwrap();
+            assert_eq!(c.execute("UPDATE lead_scores SET model_version = 0 WHERE lead_id = ?1", [id.as_bytes().to_vec()]).unwrap(), 1);
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+            assert_eq!(sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone())).execute(&mut c).await.unwrap().rows_affected(), 1);
+        }
+    };
+    unscored().await;
     let r = app.store.refresh_scores().await.unwrap();
     assert_eq!((r.rescored, r.changed), (1, 1));
     assert_eq!(score(&app, &a).await, before);
+    // Five days on, rebuilt whole again: the profile entries are dated when the lead came (as
+    // live scoring dates them), not now, so nothing counts as just earned in the priority.
+    clock.advance(Duration::days(5));
+    unscored().await;
+    let r = app.store.refresh_scores().await.unwrap();
+    assert_eq!((r.rescored, r.changed), (1, 1));
+    let listed = app.list("sort=priority").await;
+    let row = &listed["items"][0];
+    assert_eq!(row["id"], a.as_str());
+    let (s, p) = (row["score"].as_f64().unwrap(), row["priority"].as_f64().unwrap());
+    assert!(s >= 2.0 && (p - s).abs() < 0.05, "score {s}, priority {p}");
 }
 
 /// The ledger's packed form changed (format 2, 3–9 bytes an entry, since 2026-11-25); a

@@ -967,6 +967,7 @@ impl Store {
             priority,
             events,
             profile: Some(crate::intake::profile_of_row(&lrow)),
+            created: Some(lrow.created_at.micros()),
         };
         let Some(out) = pass.run(&input) else { return Ok(()) };
         let now = self.now();

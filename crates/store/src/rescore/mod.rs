@@ -62,6 +62,9 @@ pub(crate) struct Input {
     pub priority: f64,
     pub events: Option<Vec<u8>>,
     pub profile: Option<Profile>,
+    /// When the lead was created, read with its fields: a lead rebuilt whole dates its
+    /// profile entries then, as live scoring does.
+    pub created: Option<Micros>,
 }
 
 /// A changed score row.
@@ -109,9 +112,12 @@ impl Pass {
         match (&i.profile, self.profile) {
             (Some(p), true) => {
                 // As when a lead's fields change: an entry for a rule that held before keeps
-                // its date (a profile change is not points earned now, for the priority).
+                // its date (a profile change is not points earned now, for the priority). A
+                // lead whose ledger cannot be carried is dated at its creation, as live
+                // scoring dates such a lead.
                 let before: HashMap<u16, Micros> = self.carry(&old, i.version, true).iter().map(|e| (e.rule, e.at)).collect();
-                ledger.extend(self.model.profile_entries(p, self.now).into_iter().map(|mut e| {
+                let at = if self.can_carry(i.version) { self.now } else { i.created.unwrap_or(self.now) };
+                ledger.extend(self.model.profile_entries(p, at).into_iter().map(|mut e| {
                     if let Some(at) = before.get(&e.rule) {
                         e.at = *at;
                     }
@@ -275,7 +281,10 @@ impl Store {
         if !missing.is_empty() {
             let mut profiles = self.rescore_profiles(&missing).await?;
             for i in stale.iter_mut().filter(|i| i.profile.is_none()) {
-                i.profile = profiles.remove(&i.lead_id);
+                if let Some((profile, created)) = profiles.remove(&i.lead_id) {
+                    i.profile = Some(profile);
+                    i.created = Some(created);
+                }
             }
         }
         let pass = pass.clone();
@@ -302,7 +311,7 @@ impl Store {
         Ok(masks)
     }
 
-    async fn rescore_profiles(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, Profile>, StoreError> {
+    async fn rescore_profiles(&self, ids: &[Uuid]) -> Result<HashMap<Uuid, (Profile, Micros)>, StoreError> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(500) {
             let sql = format!(
@@ -319,7 +328,7 @@ impl Store {
                 q.fetch_all(p).await?
             });
             for r in rows {
-                out.insert(r.id, crate::intake::profile_of_row(&r));
+                out.insert(r.id, (crate::intake::profile_of_row(&r), r.created_at.micros()));
             }
         }
         Ok(out)
@@ -563,10 +572,10 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
     let mut read = c.prepare(&format!("{} WHERE s.lead_id > ?1 AND s.lead_id <= ?2 ORDER BY s.lead_id LIMIT {CHUNK}", read_sql(pass)))?;
     let mut events_of = c.prepare("SELECT events FROM lead_inputs WHERE lead_id = ?1")?;
     let columns = profile_columns(&pass.model, false);
-    let mut profiles = c.prepare(&format!("SELECT {columns}, id FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
-    let mut profile_of = c.prepare(&format!("SELECT {columns} FROM leads WHERE id = ?1"))?;
+    let mut profiles = c.prepare(&format!("SELECT {columns}, id, created_at FROM leads WHERE id > ?1 AND id <= ?2 ORDER BY id"))?;
+    let mut profile_of = c.prepare(&format!("SELECT {columns}, id, created_at FROM leads WHERE id = ?1"))?;
     let mut span = c.prepare("SELECT min(rowid), max(rowid) FROM leads WHERE id > ?1 AND id <= ?2")?;
-    let mut by_rowid = c.prepare(&format!("SELECT {columns}, id FROM leads WHERE rowid BETWEEN ?1 AND ?2"))?;
+    let mut by_rowid = c.prepare(&format!("SELECT {columns}, id, created_at FROM leads WHERE rowid BETWEEN ?1 AND ?2"))?;
     let full = pass.full();
     let mut out = RangeScored { rescored: 0, outputs: Vec::new(), t_read: 0, t_compute: 0 };
     loop {
@@ -581,6 +590,7 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
                     priority: r.get(4)?,
                     events: r.get(5)?,
                     profile: None,
+                    created: None,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -592,7 +602,7 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
             // in rowid order (sqlite3 shell). Ids are made in time order, as rowids are, so a
             // chunk's leads are usually a short run of rowids: read that run and sort it.
             let (lo, hi): (Option<i64>, Option<i64>) = span.query_row(rusqlite::params![after, last], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let mut found: Vec<(Uuid, Profile)> = Vec::with_capacity(inputs.len());
+            let mut found: Vec<(Uuid, Profile, Micros)> = Vec::with_capacity(inputs.len());
             match (lo, hi) {
                 (Some(lo), Some(hi)) if hi.saturating_sub(lo) <= 4 * inputs.len() as i64 => {
                     let mut rows = by_rowid.query(rusqlite::params![lo, hi])?;
@@ -603,7 +613,7 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
                         if id > after.as_slice() && id <= last.as_bytes().as_slice() {
                             let id = Uuid::from_slice(id)
                                 .map_err(|e| rusqlite::Error::FromSqlConversionFailure(22, rusqlite::types::Type::Blob, Box::new(e)))?;
-                            found.push((id, sqlite_profile(r)?));
+                            found.push((id, sqlite_profile(r)?, r.get(23)?));
                         }
                     }
                     found.sort_unstable_by_key(|f| f.0);
@@ -611,22 +621,26 @@ fn sqlite_score_range(c: rusqlite::Connection, pass: &Pass, mut after: Vec<u8>, 
                 _ => {
                     let mut rows = profiles.query(rusqlite::params![after, last])?;
                     while let Some(r) = rows.next()? {
-                        found.push((r.get(22)?, sqlite_profile(r)?));
+                        found.push((r.get(22)?, sqlite_profile(r)?, r.get(23)?));
                     }
                 }
             }
             let mut i = 0;
-            for (id, profile) in found {
+            for (id, profile, created) in found {
                 while i < inputs.len() && inputs[i].lead_id < id {
                     i += 1;
                 }
                 if i < inputs.len() && inputs[i].lead_id == id {
                     inputs[i].profile = Some(profile);
+                    inputs[i].created = Some(created);
                 }
             }
         } else {
             for i in inputs.iter_mut().filter(|i| !pass.can_carry(i.version)) {
-                i.profile = profile_of.query_row([i.lead_id], sqlite_profile).ok();
+                if let Some((profile, created)) = profile_of.query_row([i.lead_id], |r| Ok((sqlite_profile(r)?, r.get(23)?))).optional()? {
+                    i.profile = Some(profile);
+                    i.created = Some(created);
+                }
             }
         }
         if !pass.behaviour {

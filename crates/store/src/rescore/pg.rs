@@ -176,6 +176,7 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Resul
             priority: r.priority,
             events: r.events,
             profile: None,
+            created: None,
         })
         .collect();
     if !pass.behaviour {
@@ -196,10 +197,10 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Resul
         // 0.19 s a chunk), and only the fields the profile rules read.
         use sqlx::Row;
         let (first, last) = (inputs[0].lead_id, inputs[inputs.len() - 1].lead_id);
-        let sql = format!("SELECT id, {} FROM leads WHERE id BETWEEN $1 AND $2", profile_columns(&pass.model, true));
+        let sql = format!("SELECT id, {}, created_at FROM leads WHERE id BETWEEN $1 AND $2", profile_columns(&pass.model, true));
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(first).bind(last).fetch_all(pool).await?;
         let empty = serde_json::Map::new();
-        let mut by_id: HashMap<Uuid, Profile> = HashMap::with_capacity(rows.len());
+        let mut by_id: HashMap<Uuid, (Profile, Ts)> = HashMap::with_capacity(rows.len());
         for r in &rows {
             let mut top: Vec<(&str, Option<String>)> = Vec::with_capacity(PROFILE_NAMES.len());
             for (i, n) in PROFILE_NAMES.iter().enumerate() {
@@ -207,10 +208,14 @@ async fn pg_read(pool: &sqlx::PgPool, after: Option<Uuid>, pass: &Pass) -> Resul
             }
             let budget: Option<f64> = r.try_get(PROFILE_NAMES.len() + 1)?;
             let fields: serde_json::Value = r.try_get(PROFILE_NAMES.len() + 2)?;
-            by_id.insert(r.try_get(0)?, Profile::new(&top, budget, fields.as_object().unwrap_or(&empty)));
+            let created: Ts = r.try_get(PROFILE_NAMES.len() + 3)?;
+            by_id.insert(r.try_get(0)?, (Profile::new(&top, budget, fields.as_object().unwrap_or(&empty)), created));
         }
         for i in inputs.iter_mut() {
-            i.profile = by_id.remove(&i.lead_id);
+            if let Some((profile, created)) = by_id.remove(&i.lead_id) {
+                i.profile = Some(profile);
+                i.created = Some(created.micros());
+            }
         }
     }
     Ok(inputs)
