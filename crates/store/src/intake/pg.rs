@@ -11,7 +11,10 @@ use crate::scoring::ModelCache;
 use crate::ts::Ts;
 use anyhow::Context;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::error::BoxDynError;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgConnection};
+use sqlx::{Arguments, PgPool, Postgres, Transaction};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -98,8 +101,8 @@ impl Attempt for PgWriter {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let tx = self.pool.begin().await.context("failed to begin intake transaction")?;
-            match run_batch(tx, jobs, &mut self.ctx).await {
+            let conn = self.pool.acquire().await.context("failed to take an intake connection")?;
+            match run_batch(PgBatch::new(conn), jobs, &mut self.ctx).await {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
                     tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
@@ -111,11 +114,117 @@ impl Attempt for PgWriter {
     }
 }
 
-impl IntakeTx for Transaction<'_, Postgres> {
+/// One batch's connection, written to with as few round trips as it can.
+///
+/// Inserts are deferred and sent together as one statement, each a data-modifying `WITH`
+/// part (foreign keys are checked at the statement's end, so a lead and its identities may
+/// share one). Reads run as they come, outside a transaction while the batch has written
+/// nothing: under READ COMMITTED every statement of a transaction takes its own snapshot, so
+/// such a read reads what it would have read inside one. The first other write, or a read once
+/// something is deferred, begins the transaction and sends the deferred statement first; the
+/// end commits it. When nothing but the inserts wrote, they are sent alone, a statement that is
+/// its own transaction, durable when PostgreSQL answers it. A batch of new leads is then three
+/// round trips (the model's version, the identities, the inserts) where it was nine.
+struct PgBatch {
+    conn: Option<PoolConnection<Postgres>>,
+    tx: Option<Transaction<'static, Postgres>>,
+    parts: Vec<String>,
+    args: PgArguments,
+}
+
+impl PgBatch {
+    fn new(conn: PoolConnection<Postgres>) -> PgBatch {
+        PgBatch { conn: Some(conn), tx: None, parts: Vec::new(), args: PgArguments::default() }
+    }
+
+    /// The connection for a read: the transaction once one began, or once something is
+    /// deferred that the read may need to see.
+    async fn reader(&mut self) -> Result<&mut PgConnection, BatchError> {
+        if self.tx.is_none() && self.parts.is_empty() {
+            return match self.conn.as_mut() {
+                Some(c) => Ok(&mut **c),
+                None => Err(lost()),
+            };
+        }
+        self.writer().await
+    }
+
+    /// The transaction, begun if need be, with the deferred inserts sent first.
+    async fn writer(&mut self) -> Result<&mut PgConnection, BatchError> {
+        if self.tx.is_none() {
+            let conn = self.conn.take().ok_or_else(lost)?;
+            self.tx = Some(Transaction::begin(conn, None).await?);
+        }
+        let Some(tx) = self.tx.as_mut() else { return Err(lost()) };
+        flush(&mut self.parts, &mut self.args, tx).await?;
+        Ok(&mut **tx)
+    }
+
+    /// Adds an insert to the deferred statement: `sql` numbers its parameters from `$1`, and
+    /// `bind` adds them, in that order.
+    fn defer(&mut self, sql: &str, bind: impl FnOnce(&mut PgArguments) -> Result<(), BoxDynError>) -> Result<(), BatchError> {
+        let offset = self.args.len();
+        bind(&mut self.args).map_err(|e| BatchError::Invalid(format!("failed to encode the intake rows: {e}")))?;
+        self.parts.push(renumber(sql, offset));
+        Ok(())
+    }
+}
+
+fn lost() -> BatchError {
+    BatchError::Conflict("intake connection lost")
+}
+
+/// Sends the deferred inserts, if any, as one statement.
+async fn flush(parts: &mut Vec<String>, args: &mut PgArguments, conn: &mut PgConnection) -> Result<(), BatchError> {
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let sql = one_statement(std::mem::take(parts));
+    sqlx::query_with(sqlx::AssertSqlSafe(sql), std::mem::take(args)).execute(conn).await?;
+    Ok(())
+}
+
+/// The statements as one: all but the last as `WITH` parts of the last.
+fn one_statement(mut parts: Vec<String>) -> String {
+    let Some(last) = parts.pop() else { return String::new() };
+    let mut sql = String::with_capacity(parts.iter().map(|p| p.len() + 12).sum::<usize>() + last.len());
+    for (i, p) in parts.iter().enumerate() {
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
+        sql.push_str(&format!("w{i} AS ({p})"));
+    }
+    if !sql.is_empty() {
+        sql.push(' ');
+    }
+    sql.push_str(&last);
+    sql
+}
+
+/// `sql` with each parameter `$n` renamed `$(n + offset)` (intake statements hold no other `$`).
+fn renumber(sql: &str, offset: usize) -> String {
+    if offset == 0 {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl IntakeTx for PgBatch {
     async fn idem_lookup(&mut self, keys: &[&str]) -> Result<Vec<IdemRow>, BatchError> {
         Ok(sqlx::query_as("SELECT scope_key, request_hash, status, body FROM idempotency_keys WHERE scope_key = ANY($1)")
             .bind(keys)
-            .fetch_all(&mut **self)
+            .fetch_all(self.reader().await?)
             .await?)
     }
 
@@ -124,7 +233,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
             "SELECT i.ident, i.lead_id, l.status, l.contact_id FROM identities i JOIN leads l ON l.id = i.lead_id WHERE i.ident = ANY($1)",
         )
         .bind(idents)
-        .fetch_all(&mut **self)
+        .fetch_all(self.reader().await?)
         .await?)
     }
 
@@ -133,7 +242,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         fn col<'a, T>(rows: &'a [LeadInsert<'a>], f: impl Fn(&'a LeadInsert<'a>) -> T) -> Vec<T> {
             rows.iter().map(f).collect()
         }
-        sqlx::query(
+        self.defer(
             "INSERT INTO leads (id, name, phone, email, messenger, company, position, city, interest, message, budget, \
              channel, campaign, source, utm_source, utm_medium, utm_campaign, utm_content, utm_term, referrer, landing_page, \
              tracking_number, visitor_id, external_id, fields, consent_marketing, consent_text, consent_at, status, \
@@ -147,41 +256,42 @@ impl IntakeTx for Transaction<'_, Postgres> {
                          $26::bool[], $27::text[], $28::timestamptz[], $29::uuid[], $30::uuid[], $31::text[], $32::timestamptz[]) \
              AS t(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15, c16, c17, c18, c19, c20, c21, c22, c23, c24, \
                   c25, c26, c27, c28, c29, c30, c31, c32)",
-        )
-        .bind(col(rows, |r| r.id))
-        .bind(col(rows, |r| r.lead.name.as_deref()))
-        .bind(col(rows, |r| r.lead.phone.as_ref().map(|p| p.as_str())))
-        .bind(col(rows, |r| r.lead.email.as_ref().map(|e| e.as_str())))
-        .bind(col(rows, |r| r.lead.messenger.as_ref().map(|m| m.as_str())))
-        .bind(col(rows, |r| r.lead.company.as_deref()))
-        .bind(col(rows, |r| r.lead.position.as_deref()))
-        .bind(col(rows, |r| r.lead.city.as_deref()))
-        .bind(col(rows, |r| r.lead.interest.as_deref()))
-        .bind(col(rows, |r| r.lead.message.as_deref()))
-        .bind(col(rows, |r| r.lead.budget))
-        .bind(col(rows, |r| r.lead.channel.as_str()))
-        .bind(col(rows, |r| r.lead.campaign.as_deref()))
-        .bind(col(rows, |r| r.lead.source.as_deref()))
-        .bind(col(rows, |r| r.lead.utm.source.as_deref()))
-        .bind(col(rows, |r| r.lead.utm.medium.as_deref()))
-        .bind(col(rows, |r| r.lead.utm.campaign.as_deref()))
-        .bind(col(rows, |r| r.lead.utm.content.as_deref()))
-        .bind(col(rows, |r| r.lead.utm.term.as_deref()))
-        .bind(col(rows, |r| r.lead.referrer.as_deref()))
-        .bind(col(rows, |r| r.lead.landing_page.as_deref()))
-        .bind(col(rows, |r| r.lead.tracking_number.as_ref().map(|p| p.as_str())))
-        .bind(col(rows, |r| r.lead.visitor_id.as_deref()))
-        .bind(col(rows, |r| r.lead.external_id.as_deref()))
-        .bind(col(rows, |r| r.fields))
-        .bind(col(rows, |r| r.lead.consent.as_ref().map(|c| c.marketing)))
-        .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.text.as_deref())))
-        .bind(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.at).map(Ts::from)))
-        .bind(col(rows, |r| r.returning_of))
-        .bind(col(rows, |r| r.contact_id))
-        .bind(col(rows, |r| r.search))
-        .bind(col(rows, |r| r.at))
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(col(rows, |r| r.id))?;
+                a.add(col(rows, |r| r.lead.name.as_deref()))?;
+                a.add(col(rows, |r| r.lead.phone.as_ref().map(|p| p.as_str())))?;
+                a.add(col(rows, |r| r.lead.email.as_ref().map(|e| e.as_str())))?;
+                a.add(col(rows, |r| r.lead.messenger.as_ref().map(|m| m.as_str())))?;
+                a.add(col(rows, |r| r.lead.company.as_deref()))?;
+                a.add(col(rows, |r| r.lead.position.as_deref()))?;
+                a.add(col(rows, |r| r.lead.city.as_deref()))?;
+                a.add(col(rows, |r| r.lead.interest.as_deref()))?;
+                a.add(col(rows, |r| r.lead.message.as_deref()))?;
+                a.add(col(rows, |r| r.lead.budget))?;
+                a.add(col(rows, |r| r.lead.channel.as_str()))?;
+                a.add(col(rows, |r| r.lead.campaign.as_deref()))?;
+                a.add(col(rows, |r| r.lead.source.as_deref()))?;
+                a.add(col(rows, |r| r.lead.utm.source.as_deref()))?;
+                a.add(col(rows, |r| r.lead.utm.medium.as_deref()))?;
+                a.add(col(rows, |r| r.lead.utm.campaign.as_deref()))?;
+                a.add(col(rows, |r| r.lead.utm.content.as_deref()))?;
+                a.add(col(rows, |r| r.lead.utm.term.as_deref()))?;
+                a.add(col(rows, |r| r.lead.referrer.as_deref()))?;
+                a.add(col(rows, |r| r.lead.landing_page.as_deref()))?;
+                a.add(col(rows, |r| r.lead.tracking_number.as_ref().map(|p| p.as_str())))?;
+                a.add(col(rows, |r| r.lead.visitor_id.as_deref()))?;
+                a.add(col(rows, |r| r.lead.external_id.as_deref()))?;
+                a.add(col(rows, |r| r.fields))?;
+                a.add(col(rows, |r| r.lead.consent.as_ref().map(|c| c.marketing)))?;
+                a.add(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.text.as_deref())))?;
+                a.add(col(rows, |r| r.lead.consent.as_ref().and_then(|c| c.at).map(Ts::from)))?;
+                a.add(col(rows, |r| r.returning_of))?;
+                a.add(col(rows, |r| r.contact_id))?;
+                a.add(col(rows, |r| r.search))?;
+                a.add(col(rows, |r| r.at))?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
@@ -189,13 +299,16 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let idents: Vec<&str> = rows.iter().map(|r| r.0).collect();
         let kinds: Vec<&str> = rows.iter().map(|r| r.0.split_once(':').map(|(k, _)| k).unwrap_or("other")).collect();
         let leads: Vec<Uuid> = rows.iter().map(|r| r.1).collect();
-        sqlx::query("INSERT INTO identities (ident, kind, lead_id, created_at) SELECT i, k, l, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(i, k, l)")
-            .bind(&idents)
-            .bind(&kinds)
-            .bind(&leads)
-            .bind(at)
-            .execute(&mut **self)
-            .await?;
+        self.defer(
+            "INSERT INTO identities (ident, kind, lead_id, created_at) SELECT i, k, l, $4 FROM UNNEST($1::text[], $2::text[], $3::uuid[]) AS t(i, k, l)",
+            |a| {
+            a.add(&idents)?;
+            a.add(&kinds)?;
+            a.add(&leads)?;
+            a.add(at)?;
+            Ok(())
+            },
+        )?;
         Ok(())
     }
 
@@ -204,7 +317,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
             .bind(to)
             .bind(ident)
             .bind(from)
-            .execute(&mut **self)
+            .execute(self.writer().await?)
             .await?
             .rows_affected())
     }
@@ -213,7 +326,10 @@ impl IntakeTx for Transaction<'_, Postgres> {
         // One statement for the batch, after the leads are locked in ascending order (as every
         // writer does; the update's own plan does not promise an order).
         let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-        sqlx::query("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE").bind(&ids).fetch_all(&mut **self).await?;
+        sqlx::query("SELECT id FROM leads WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&ids)
+            .fetch_all(self.writer().await?)
+            .await?;
         Ok(sqlx::query(
             "UPDATE leads l SET repeat_count = l.repeat_count + u.c, last_request_at = u.a, updated_at = u.a, \
              phone = COALESCE(l.phone, u.p), email = COALESCE(l.email, u.e), messenger = COALESCE(l.messenger, u.m), \
@@ -228,7 +344,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(rows.iter().map(|r| r.1.email.as_deref()).collect::<Vec<Option<&str>>>())
         .bind(rows.iter().map(|r| r.1.messenger.as_deref()).collect::<Vec<Option<&str>>>())
         .bind(rows.iter().map(|r| r.1.name.as_deref()).collect::<Vec<Option<&str>>>())
-        .execute(&mut **self)
+        .execute(self.writer().await?)
         .await?
         .rows_affected())
     }
@@ -237,7 +353,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         sqlx::query("UPDATE leads SET search = $1 WHERE id = $2 AND search IS DISTINCT FROM $1")
             .bind(search)
             .bind(lead_id)
-            .execute(&mut **self)
+            .execute(self.writer().await?)
             .await?;
         Ok(())
     }
@@ -249,7 +365,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
     }
 
     async fn mark_triage(&mut self, ids: &[Uuid]) -> Result<(), BatchError> {
-        sqlx::query("UPDATE leads SET triage = 'pending' WHERE id = ANY($1)").bind(ids).execute(&mut **self).await?;
+        sqlx::query("UPDATE leads SET triage = 'pending' WHERE id = ANY($1)").bind(ids).execute(self.writer().await?).await?;
         Ok(())
     }
 
@@ -257,7 +373,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         Ok(sqlx::query_as("UPDATE events SET lead_id = $1 WHERE visitor_id = $2 AND lead_id IS NULL RETURNING at, kind, data")
             .bind(lead_id)
             .bind(visitor_id)
-            .fetch_all(&mut **self)
+            .fetch_all(self.writer().await?)
             .await?)
     }
 
@@ -269,20 +385,21 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let at: Vec<Ts> = rows.iter().map(|e| e.at).collect();
         let actor: Vec<Option<&str>> = rows.iter().map(|e| e.actor).collect();
         let data: Vec<&str> = rows.iter().map(|e| e.data.as_str()).collect();
-        sqlx::query(
+        self.defer(
             "INSERT INTO events (lead_id, visitor_id, site_id, kind, at, actor, data, created_at) \
              SELECT l, v, s, k, a, ac, d::jsonb, a FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[], \
              $6::text[], $7::text[]) AS t(l, v, s, k, a, ac, d)",
-        )
-        .bind(&lead)
-        .bind(&visitor)
-        .bind(&site)
-        .bind(&kind)
-        .bind(&at)
-        .bind(&actor)
-        .bind(&data)
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(&lead)?;
+                a.add(&visitor)?;
+                a.add(&site)?;
+                a.add(&kind)?;
+                a.add(&at)?;
+                a.add(&actor)?;
+                a.add(&data)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
@@ -291,16 +408,17 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let agg: Vec<Uuid> = rows.iter().map(|o| o.aggregate_id).collect();
         let payload: Vec<&str> = rows.iter().map(|o| o.payload.as_str()).collect();
         let at: Vec<Ts> = rows.iter().map(|o| o.at).collect();
-        sqlx::query(
+        self.defer(
             "INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at) \
              SELECT t, g, p::jsonb, a, a FROM UNNEST($1::text[], $2::uuid[], $3::text[], $4::timestamptz[]) AS u(t, g, p, a)",
-        )
-        .bind(&topic)
-        .bind(&agg)
-        .bind(&payload)
-        .bind(&at)
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(&topic)?;
+                a.add(&agg)?;
+                a.add(&payload)?;
+                a.add(&at)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
@@ -309,23 +427,24 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let row: Vec<i64> = rows.iter().map(|r| r.mark.row).collect();
         let outcome: Vec<&str> = rows.iter().map(|r| r.outcome).collect();
         let lead: Vec<Uuid> = rows.iter().map(|r| r.lead_id).collect();
-        sqlx::query(
+        self.defer(
             "INSERT INTO import_rows (import_id, row_no, outcome, lead_id) \
              SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[])",
-        )
-        .bind(&import)
-        .bind(&row)
-        .bind(&outcome)
-        .bind(&lead)
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(&import)?;
+                a.add(&row)?;
+                a.add(&outcome)?;
+                a.add(&lead)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
     async fn fetch_leads(&mut self, ids: &[Uuid]) -> Result<Vec<LeadRow>, BatchError> {
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT {LEAD_COLUMNS} FROM {LEAD_FROM} WHERE l.id = ANY($1)")))
             .bind(ids)
-            .fetch_all(&mut **self)
+            .fetch_all(self.reader().await?)
             .await?)
     }
 
@@ -334,26 +453,30 @@ impl IntakeTx for Transaction<'_, Postgres> {
         let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
         let statuses: Vec<i32> = rows.iter().map(|r| r.status as i32).collect();
         let bodies: Vec<&[u8]> = rows.iter().map(|r| r.body).collect();
-        sqlx::query(
+        self.defer(
             "INSERT INTO idempotency_keys (scope_key, request_hash, status, body, created_at) \
              SELECT k, h, s, b, $5 FROM UNNEST($1::text[], $2::bytea[], $3::int4[], $4::bytea[]) AS t(k, h, s, b)",
-        )
-        .bind(&keys)
-        .bind(&hashes)
-        .bind(&statuses)
-        .bind(&bodies)
-        .bind(at)
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(&keys)?;
+                a.add(&hashes)?;
+                a.add(&statuses)?;
+                a.add(&bodies)?;
+                a.add(at)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
     async fn model_version(&mut self) -> Result<i64, BatchError> {
-        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::int8 FROM scoring_models").fetch_one(&mut **self).await?)
+        Ok(sqlx::query_scalar("SELECT COALESCE(MAX(version), 0)::int8 FROM scoring_models").fetch_one(self.reader().await?).await?)
     }
 
     async fn load_model(&mut self, version: i64) -> Result<Option<Value>, BatchError> {
-        Ok(sqlx::query_scalar("SELECT model FROM scoring_models WHERE version = $1").bind(version).fetch_optional(&mut **self).await?)
+        Ok(sqlx::query_scalar("SELECT model FROM scoring_models WHERE version = $1")
+            .bind(version)
+            .fetch_optional(self.reader().await?)
+            .await?)
     }
 
     async fn targets_by_key(&mut self, keys: &[(String, String, String)]) -> Result<Vec<TargetRow>, BatchError> {
@@ -365,7 +488,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(&k)
         .bind(&p)
         .bind(&n)
-        .fetch_all(&mut **self)
+        .fetch_all(self.reader().await?)
         .await?)
     }
 
@@ -377,24 +500,30 @@ impl IntakeTx for Transaction<'_, Postgres> {
         .bind(&k)
         .bind(&p)
         .bind(&n)
-        .execute(&mut **self)
+        .execute(self.writer().await?)
         .await?;
         Ok(())
     }
 
     async fn targets_by_id(&mut self, ids: &[i64]) -> Result<Vec<TargetRow>, BatchError> {
-        Ok(sqlx::query_as("SELECT id, kind, path, name FROM event_targets WHERE id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+        Ok(sqlx::query_as("SELECT id, kind, path, name FROM event_targets WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(self.reader().await?)
+            .await?)
     }
 
     async fn load_scores(&mut self, ids: &[Uuid]) -> Result<Vec<ScoreRow>, BatchError> {
         Ok(sqlx::query_as("SELECT lead_id, ledger, model_version FROM lead_scores WHERE lead_id = ANY($1)")
             .bind(ids)
-            .fetch_all(&mut **self)
+            .fetch_all(self.reader().await?)
             .await?)
     }
 
     async fn load_inputs(&mut self, ids: &[Uuid]) -> Result<Vec<InputsRow>, BatchError> {
-        Ok(sqlx::query_as("SELECT lead_id, events FROM lead_inputs WHERE lead_id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+        Ok(sqlx::query_as("SELECT lead_id, events FROM lead_inputs WHERE lead_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(self.reader().await?)
+            .await?)
     }
 
     async fn save_scores(&mut self, rows: &[ScoreWrite]) -> Result<(), BatchError> {
@@ -402,10 +531,10 @@ impl IntakeTx for Transaction<'_, Postgres> {
         // first score row needs neither the lead's lock nor the conflict check.
         let (created, existing): (Vec<&ScoreWrite>, Vec<&ScoreWrite>) = rows.iter().partition(|r| r.created_status.is_some());
         if !created.is_empty() {
-            save_score_rows(self, &created, false).await?;
+            save_score_rows(self, &created, false)?;
         }
         if !existing.is_empty() {
-            save_score_rows(self, &existing, true).await?;
+            save_score_rows(self, &existing, true)?;
         }
         Ok(())
     }
@@ -413,19 +542,20 @@ impl IntakeTx for Transaction<'_, Postgres> {
     async fn save_inputs(&mut self, rows: &[(Uuid, Vec<u8>)]) -> Result<(), BatchError> {
         let id: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
         let events: Vec<&[u8]> = rows.iter().map(|r| r.1.as_slice()).collect();
-        sqlx::query(
+        self.defer(
             "INSERT INTO lead_inputs (lead_id, events, rev) SELECT i, e, 1 FROM UNNEST($1::uuid[], $2::bytea[]) AS t(i, e) \
              ON CONFLICT (lead_id) DO UPDATE SET events = excluded.events, rev = lead_inputs.rev + 1",
-        )
-        .bind(&id)
-        .bind(&events)
-        .execute(&mut **self)
-        .await?;
+            |a| {
+                a.add(&id)?;
+                a.add(&events)?;
+                Ok(())
+            },
+        )?;
         Ok(())
     }
 
     async fn lead_statuses(&mut self, ids: &[Uuid]) -> Result<Vec<StatusRow>, BatchError> {
-        Ok(sqlx::query_as("SELECT id, status FROM leads WHERE id = ANY($1)").bind(ids).fetch_all(&mut **self).await?)
+        Ok(sqlx::query_as("SELECT id, status FROM leads WHERE id = ANY($1)").bind(ids).fetch_all(self.reader().await?).await?)
     }
 
     async fn leads_of_visitors(&mut self, visitors: &[&str]) -> Result<Vec<VisitorLead>, BatchError> {
@@ -433,7 +563,7 @@ impl IntakeTx for Transaction<'_, Postgres> {
             "SELECT DISTINCT ON (visitor_id) visitor_id, id, status FROM leads WHERE visitor_id = ANY($1) ORDER BY visitor_id, created_at DESC",
         )
         .bind(visitors)
-        .fetch_all(&mut **self)
+        .fetch_all(self.reader().await?)
         .await?)
     }
 
@@ -441,19 +571,30 @@ impl IntakeTx for Transaction<'_, Postgres> {
         sqlx::query("UPDATE leads SET status = 'sales_ready', updated_at = $1 WHERE id = ANY($2) AND status IN ('new', 'nurturing')")
             .bind(at)
             .bind(ids)
-            .execute(&mut **self)
+            .execute(self.writer().await?)
             .await?;
         Ok(())
     }
 
-    async fn commit_tx(self) -> Result<(), BatchError> {
-        Ok(self.commit().await?)
+    async fn commit_tx(mut self) -> Result<(), BatchError> {
+        match self.tx.take() {
+            Some(mut tx) => {
+                flush(&mut self.parts, &mut self.args, &mut tx).await?;
+                Ok(tx.commit().await?)
+            }
+            None => match self.conn.take() {
+                // Reads alone so far: the inserts are one statement, its own transaction.
+                Some(mut conn) => flush(&mut self.parts, &mut self.args, &mut conn).await,
+                None => Err(BatchError::Conflict("intake connection lost")),
+            },
+        }
     }
 }
 
-/// Writes score rows: `locked` joins each to its lead locked `FOR KEY SHARE` (the score
-/// table's foreign key is gone; see migration 0016) and updates a row already there.
-async fn save_score_rows(tx: &mut Transaction<'_, Postgres>, rows: &[&ScoreWrite], locked: bool) -> Result<(), BatchError> {
+/// Writes score rows (deferred, as every insert): `locked` joins each to its lead locked
+/// `FOR KEY SHARE` (the score table's foreign key is gone; see migration 0016) and updates a
+/// row already there.
+fn save_score_rows(b: &mut PgBatch, rows: &[&ScoreWrite], locked: bool) -> Result<(), BatchError> {
     const COLUMNS: &str = "INSERT INTO lead_scores (lead_id, score, priority, profile, temperature, grade, ledger, model_version, \
          scored_at, status) SELECT u.* FROM UNNEST($1::uuid[], $2::float8[], $3::float8[], $4::float8[], $5::text[], $6::text[], \
          $7::bytea[], $8::int8[], $9::timestamptz[], $10::text[]) AS u(lead_id)";
@@ -462,20 +603,19 @@ async fn save_score_rows(tx: &mut Transaction<'_, Postgres>, rows: &[&ScoreWrite
          temperature = excluded.temperature, grade = excluded.grade, ledger = excluded.ledger, \
          model_version = excluded.model_version, scored_at = excluded.scored_at";
     let sql = if locked { format!("{COLUMNS}{LOCKED}") } else { COLUMNS.to_string() };
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(rows.iter().map(|r| r.lead_id).collect::<Vec<Uuid>>())
-        .bind(rows.iter().map(|r| r.score).collect::<Vec<f64>>())
-        .bind(rows.iter().map(|r| r.priority).collect::<Vec<f64>>())
-        .bind(rows.iter().map(|r| r.profile).collect::<Vec<f64>>())
-        .bind(rows.iter().map(|r| r.temperature).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|r| r.grade).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|r| r.ledger.as_slice()).collect::<Vec<&[u8]>>())
-        .bind(rows.iter().map(|r| r.model_version).collect::<Vec<i64>>())
-        .bind(rows.iter().map(|r| r.at).collect::<Vec<Ts>>())
-        .bind(rows.iter().map(|r| r.created_status).collect::<Vec<Option<&str>>>())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    b.defer(&sql, |a| {
+        a.add(rows.iter().map(|r| r.lead_id).collect::<Vec<Uuid>>())?;
+        a.add(rows.iter().map(|r| r.score).collect::<Vec<f64>>())?;
+        a.add(rows.iter().map(|r| r.priority).collect::<Vec<f64>>())?;
+        a.add(rows.iter().map(|r| r.profile).collect::<Vec<f64>>())?;
+        a.add(rows.iter().map(|r| r.temperature).collect::<Vec<&str>>())?;
+        a.add(rows.iter().map(|r| r.grade).collect::<Vec<&str>>())?;
+        a.add(rows.iter().map(|r| r.ledger.as_slice()).collect::<Vec<&[u8]>>())?;
+        a.add(rows.iter().map(|r| r.model_version).collect::<Vec<i64>>())?;
+        a.add(rows.iter().map(|r| r.at).collect::<Vec<Ts>>())?;
+        a.add(rows.iter().map(|r| r.created_status).collect::<Vec<Option<&str>>>())?;
+        Ok(())
+    })
 }
 
 fn unzip3(keys: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
@@ -488,4 +628,26 @@ fn unzip3(keys: &[(String, String, String)]) -> (Vec<&str>, Vec<&str>, Vec<&str>
         c.push(z.as_str());
     }
     (a, b, c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_after_the_earlier_parts() {
+        assert_eq!(renumber("SELECT $1, $2::text[], $10", 0), "SELECT $1, $2::text[], $10");
+        assert_eq!(renumber("SELECT $1, $2::text[], $10", 32), "SELECT $33, $34::text[], $42");
+        assert_eq!(renumber("x = $9", 1), "x = $10");
+    }
+
+    #[test]
+    fn deferred_inserts_become_one_statement() {
+        assert_eq!(one_statement(vec!["INSERT INTO a SELECT $1".into()]), "INSERT INTO a SELECT $1");
+        assert_eq!(
+            one_statement(vec!["INSERT INTO a SELECT $1".into(), "INSERT INTO b SELECT $2".into(), "INSERT INTO c SELECT $3".into()]),
+            "WITH w0 AS (INSERT INTO a SELECT $1), w1 AS (INSERT INTO b SELECT $2) INSERT INTO c SELECT $3"
+        );
+        assert_eq!(one_statement(Vec::new()), "");
+    }
 }
