@@ -223,7 +223,9 @@ pub(super) async fn write_leads<'a, T: IntakeTx>(
         plans.push(if previous.is_some() { Plan::Returning(id) } else { Plan::Created(id) });
     }
 
-    // 4. Write, in a fixed order of tables and keys so that concurrent writers cannot deadlock.
+    // 4. Write, each table's rows in key order, so that concurrent writers rarely deadlock
+    //    (PostgreSQL sends a batch's inserts as one statement whose parts it runs in an order of
+    //    its own; a deadlock it detects fails the batch, which is retried).
     if !new_leads.is_empty() {
         tx.insert_leads(&new_leads).await?;
         // Leads of channels that need triage wait in the unsorted inbox (not routed).

@@ -375,9 +375,9 @@ pub(crate) async fn start(
                 .context("cannot start the SQLite writer thread")?;
         }
         (Db::Sqlite { .. }, None) => anyhow::bail!("the SQLite writer needs the database path"),
-        (Db::Pg(_), _) => {
+        (Db::Pg(main), _) => {
             let pool = Db::pg_intake_pool(url, writers.max(1) as u32).await?;
-            pg::start(pool, rx, writers.max(1), models)
+            pg::start(pool, main.clone(), rx, writers.max(1), models)
         }
     }
     Ok(IntakeHandle { tx, clock, in_order, models: handle_models, last_job: Default::default(), started: std::time::Instant::now() })

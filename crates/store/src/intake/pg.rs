@@ -14,17 +14,19 @@ use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnection};
-use sqlx::{Arguments, PgPool, Postgres, Transaction};
+use sqlx::{Arguments, PgPool, Postgres, SqlSafeStr, Transaction};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, mpsc};
 use uuid::Uuid;
 
-pub(super) fn start(pool: PgPool, rx: mpsc::Receiver<Job>, writers: usize, models: Arc<ModelCache>) {
+/// `pool` is the writers' own (a connection each); `main`, the store's, serves the search
+/// index's merges, so that a merge never holds a writer's connection.
+pub(super) fn start(pool: PgPool, main: PgPool, rx: mpsc::Receiver<Job>, writers: usize, models: Arc<ModelCache>) {
     let rx = Arc::new(Mutex::new(rx));
     let busy = Arc::new(AtomicUsize::new(0));
-    let cleaner = Arc::new(SearchCleaner::new(pool.clone()));
+    let cleaner = Arc::new(SearchCleaner::new(main));
     for _ in 0..writers {
         let rx = rx.clone();
         let busy = busy.clone();
@@ -137,7 +139,8 @@ const CLEAN_EVERY: u64 = 1_000;
 /// list full does the merge, tens of milliseconds inside an intake transaction whose 30 or so
 /// submissions all wait for it (with autovacuum off, as on this project's reference machines,
 /// nothing else ever does it). About 1,600 leads fill the list. Merging it here instead, with
-/// `gin_clean_pending_list`, is the same work on another connection: on 2026-11-25 a cleaning
+/// `gin_clean_pending_list`, is the same work on another connection (of the store's pool,
+/// not the writers'): on 2026-11-25 a cleaning
 /// every quarter second halved the intake's p99 at 1 M leads (46–49 ms → 23 ms) at the same
 /// rate. Merging each entry as it comes (`fastupdate = off`) took 290 µs of PostgreSQL's CPU
 /// a lead against 140, and a rate of 4,230 leads/s against 7,230–7,650.
@@ -182,15 +185,26 @@ impl SearchCleaner {
                     metrics::counter!("search_index_pending_pages_merged_total").increment(pages.max(0) as u64);
                     tracing::debug!(pages, "merged the search index's pending list");
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    // Not the index's owner, say: PostgreSQL merges the list itself, as before.
+                Ok(None) => {
+                    off.store(true, Ordering::Release);
+                    tracing::warn!("the search index leads_search_trgm is missing; its pending list is not merged in the background");
+                }
+                Err(e) if permanent(&e) => {
+                    // Not the index's owner, say: PostgreSQL's inserts merge the list, as before.
                     off.store(true, Ordering::Release);
                     tracing::warn!(error = %e, "cannot merge the search index's pending list; PostgreSQL's inserts will");
                 }
+                // A lost connection, a timeout, a shutdown: tried again after the next thousand.
+                Err(e) => tracing::warn!(error = %e, "merging the search index's pending list failed"),
             }
         });
     }
+}
+
+/// An error that another try would meet again: not the index's owner (42501), not a GIN
+/// index (42809).
+fn permanent(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42501") | Some("42809")))
 }
 
 /// One batch's connection, written to with as few round trips as it can.
@@ -232,7 +246,8 @@ impl PgBatch {
     async fn writer(&mut self) -> Result<&mut PgConnection, BatchError> {
         if self.tx.is_none() {
             let conn = self.conn.take().ok_or_else(lost)?;
-            self.tx = Some(Transaction::begin(conn, None).await?);
+            // READ COMMITTED whatever the database's default: the reads before it assume so.
+            self.tx = Some(Transaction::begin(conn, Some("BEGIN ISOLATION LEVEL READ COMMITTED".into_sql_str())).await?);
         }
         let Some(tx) = self.tx.as_mut() else { return Err(lost()) };
         flush(&mut self.parts, &mut self.args, tx).await?;
