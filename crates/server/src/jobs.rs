@@ -191,6 +191,14 @@ async fn handle_message(
         let payload = serde_json::json!({"lead_id": item.aggregate_id, "change": item.payload, "lead": lead});
         state.store.fan_out(item, subs, &payload).await?;
     }
+    // After a merge or its undo: the lead scored whole again (the merge did it at once too;
+    // this one stands when that failed, and is retried like any message).
+    if item.topic == "lead.rescore" {
+        if let Some(id) = item.aggregate_id {
+            state.store.rescore_lead(id).await?;
+        }
+        return Ok(());
+    }
     let route = match item.topic.as_str() {
         "lead.sales_ready" => true,
         // Hot on arrival: the temperature stored when the lead was scored in its commit.

@@ -198,3 +198,77 @@ async fn unsorted_inbox_accept_decline_and_link() {
     let channels = get(&app, "/api/v1/channels").await;
     assert!(channels.as_array().expect("channels").iter().any(|c| c["code"] == "chat" && c["needs_triage"] == true));
 }
+
+/// Sets a lead's stored score row to nothing (as a re-score that failed after a merge would
+/// leave it: the score from before the merge).
+async fn spoil_score(app: &TestApp, id: &str) {
+    let sql = format!("UPDATE lead_scores SET score = 0, priority = 0, profile = 0, ledger = '\\x01'::bytea WHERE lead_id = '{id}'");
+    if voronka_testkit::backend() == "sqlite" {
+        // SQLite keeps UUIDs as 16-byte blobs.
+        let c = rusqlite::Connection::open(app.db.url.trim_start_matches("sqlite://")).expect("open");
+        let blob = uuid::Uuid::parse_str(id).expect("uuid");
+        let n = c
+            .execute(
+                "UPDATE lead_scores SET score = 0, priority = 0, profile = 0, ledger = X'01' WHERE lead_id = ?1",
+                [blob.as_bytes().as_slice()],
+            )
+            .expect("update");
+        assert_eq!(n, 1);
+    } else {
+        let pg = sqlx::PgPool::connect(&app.db.url).await.expect("connect");
+        let n = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pg).await.expect("update").rows_affected();
+        assert_eq!(n, 1);
+        pg.close().await;
+    }
+}
+
+/// What a score shows, but for the dates of its entries (a lead scored whole dates the profile
+/// entries it had no earlier date for at its arrival).
+fn points(score: &Value) -> (Value, Value, Value, Value, Vec<(String, String)>) {
+    let mut entries: Vec<(String, String)> =
+        score["explanation"].as_array().expect("explanation").iter().map(|e| (e["rule"].to_string(), e["earned"].to_string())).collect();
+    entries.sort();
+    (score["score"].clone(), score["priority"].clone(), score["temperature"].clone(), score["grade"].clone(), entries)
+}
+
+/// The merge re-scores both leads at once, and also queues a `lead.rescore` message for each
+/// in its transaction: a score the immediate re-score failed to write is put right by the
+/// dispatcher, after the merge and after its undo.
+#[tokio::test]
+async fn a_merge_queues_a_rescore_that_puts_a_stale_score_right() {
+    let app = spawn_app().await;
+    let a = lead(&app, json!({"name": "Олег Дубль", "email": "oleg@example.ru", "position": "Директор"})).await;
+    let b = lead(&app, json!({"phone": "+79217770011", "company": "ООО Дубль"})).await;
+    let r = app
+        .post_json(
+            "/api/v1/events",
+            Some(&app.token),
+            &json!({"lead_id": b, "events": [{"type": "video_view", "name": "tour"}, {"type": "download", "name": "price"}]}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    app.dispatch().await;
+    let (s, m) = post(&app, &format!("/api/v1/leads/{a}/merge"), json!({"merged_id": b})).await;
+    assert_eq!(s, 200, "{m}");
+    let merged = get(&app, &format!("/api/v1/leads/{a}/score")).await;
+    assert!(merged["score"].as_f64().expect("score") > 0.0, "{merged}");
+
+    spoil_score(&app, &a).await;
+    let spoiled = get(&app, &format!("/api/v1/leads/{a}/score")).await;
+    assert_ne!(spoiled["score"], merged["score"], "the score row was not spoiled: {spoiled}");
+    app.dispatch().await;
+    assert_eq!(
+        points(&get(&app, &format!("/api/v1/leads/{a}/score")).await),
+        points(&merged),
+        "the lead.rescore message did not re-score the survivor"
+    );
+
+    // The undo queues the same for both leads.
+    let merge_id = m["merge"]["id"].as_str().expect("merge id").to_string();
+    let (s, u) = post(&app, &format!("/api/v1/merges/{merge_id}/undo"), json!({})).await;
+    assert_eq!(s, 200, "{u}");
+    let back = get(&app, &format!("/api/v1/leads/{b}/score")).await;
+    spoil_score(&app, &b).await;
+    app.dispatch().await;
+    assert_eq!(points(&get(&app, &format!("/api/v1/leads/{b}/score")).await), points(&back));
+}

@@ -81,6 +81,10 @@ struct Side {
     sla_due_at: Option<Ts>,
 }
 
+/// The outbox message that has a lead scored whole again from its events and fields.
+const RESCORE_MESSAGE: &str =
+    "INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at) VALUES ('lead.rescore', $1, $2, $3, $3)";
+
 impl Side {
     /// The search column's text for these contacts.
     fn search(&self) -> String {
@@ -213,6 +217,9 @@ impl Store {
             sqlx::query("INSERT INTO outbox (topic, aggregate_id, payload, created_at, available_at) VALUES ('lead.state_changed', $1, $2, $3, $3)")
                 .bind(merged).bind(json!({"from": mv.status, "to": "junk", "reason": "duplicate", "merged_into": survivor})).bind(now)
                 .execute(&mut *tx).await?;
+            for id in [survivor, merged] {
+                sqlx::query(RESCORE_MESSAGE).bind(id).bind(json!({"merge_id": merge_id})).bind(now).execute(&mut *tx).await?;
+            }
             Ok::<(), WorkflowError>(())
         });
         info?;
@@ -311,6 +318,7 @@ impl Store {
             for (lead, other) in [(survivor, merged), (merged, survivor)] {
                 sqlx::query("INSERT INTO events (lead_id, kind, at, actor, data, created_at) VALUES ($1, 'unmerged', $2, $3, $4, $2)")
                     .bind(lead).bind(now).bind(actor).bind(json!({"merge_id": merge_id, "other_id": other})).execute(&mut *tx).await?;
+                sqlx::query(RESCORE_MESSAGE).bind(lead).bind(json!({"merge_id": merge_id, "undone": true})).bind(now).execute(&mut *tx).await?;
             }
             Ok::<(), WorkflowError>(())
         });
@@ -319,12 +327,15 @@ impl Store {
         self.merge(merge_id).await?.ok_or(WorkflowError::NotFound)
     }
 
-    /// Scores of leads whose contacts and events changed. The merge is committed by then, so
-    /// a failure here is logged rather than reported as a failed merge.
+    /// Scores of leads whose contacts and events changed, at once so that the answer shows
+    /// them. The merge is committed by then, so a failure here is logged rather than reported
+    /// as a failed merge: the merge's transaction also queued a `lead.rescore` message for
+    /// each lead, which the dispatcher handles (and retries) like any other, so a score left
+    /// from before the merge does not stay.
     async fn after_merge(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         for id in ids {
             if let Err(e) = self.rescore_lead(*id).await {
-                tracing::warn!(lead = %id, error = %e, "re-scoring after a merge failed; the lead is scored whole again at its next edit (a refresh or a change of points keeps its entries)");
+                tracing::warn!(lead = %id, error = %e, "re-scoring after a merge failed; the outbox's lead.rescore message will do it");
             }
         }
         Ok(())
