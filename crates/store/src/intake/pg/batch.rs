@@ -1,211 +1,18 @@
-//! The PostgreSQL intake writers: several tasks share one queue; each batch is one
-//! transaction, retried on a unique-key conflict or deadlock with another writer or process.
+//! One PostgreSQL intake batch: its reads, its inserts deferred into one statement, and the
+//! transaction begun only when something else is written.
 
-use super::{
-    Attempt, BatchError, Done, EventInsert, IdemInsert, IdemRow, IdentRow, ImportRowInsert, InputsRow, IntakeOutcome, IntakeTx, Job,
-    LeadInsert, MAX_ATTEMPTS, Meta, OutboxInsert, RepeatUpdate, Results, ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow,
-    VisitorLead, WriterCtx, backoff, commit_jobs, drain_batch, reply_all, run_batch,
+use super::super::{
+    BatchError, EventInsert, IdemInsert, IdemRow, IdentRow, ImportRowInsert, InputsRow, IntakeTx, LeadInsert, OutboxInsert, RepeatUpdate,
+    ScoreRow, ScoreWrite, StatusRow, StoredEvent, TargetRow, VisitorLead,
 };
 use crate::leads::{LEAD_COLUMNS, LEAD_FROM, LeadRow};
-use crate::scoring::ModelCache;
 use crate::ts::Ts;
-use anyhow::Context;
 use serde_json::Value;
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgConnection};
-use sqlx::{Arguments, PgPool, Postgres, SqlSafeStr, Transaction};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use tokio::sync::{Mutex, mpsc};
+use sqlx::{Arguments, Postgres, SqlSafeStr, Transaction};
 use uuid::Uuid;
-
-/// `pool` is the writers' own (a connection each); `main`, the store's, serves the search
-/// index's merges, so that a merge never holds a writer's connection.
-pub(super) fn start(pool: PgPool, main: PgPool, rx: mpsc::Receiver<Job>, writers: usize, models: Arc<ModelCache>) {
-    let rx = Arc::new(Mutex::new(rx));
-    let busy = Arc::new(AtomicUsize::new(0));
-    let cleaner = Arc::new(SearchCleaner::new(main));
-    for _ in 0..writers {
-        let rx = rx.clone();
-        let busy = busy.clone();
-        let pool = pool.clone();
-        let mut writer =
-            PgWriter { pool, ctx: WriterCtx { models: models.clone(), targets: Default::default() }, cleaner: cleaner.clone() };
-        tokio::spawn(async move {
-            loop {
-                let (metas, replies) = {
-                    let mut rx = rx.lock().await;
-                    let Some(first) = rx.recv().await else { return };
-                    let (mut metas, mut replies) = drain_batch(first, &mut rx, super::PG_MAX_BATCH);
-                    if metas.len() < GATHER && busy.load(Ordering::Acquire) > 0 {
-                        gather(&mut rx, &mut metas, &mut replies).await;
-                    }
-                    (metas, replies)
-                };
-                let results = {
-                    // Counted down however the commit ends (a panic included), or every
-                    // later small batch would wait.
-                    let _busy = Busy::new(&busy);
-                    commit_jobs(&metas, &mut writer).await
-                };
-                reply_all(results, replies);
-            }
-        });
-    }
-}
-
-/// A batch smaller than this, taken while another writer is committing, waits up to
-/// `GATHER_WAIT` for more submissions. PostgreSQL spends about half a millisecond of CPU on
-/// a transaction whatever its size (its statements, its commit): `bench intake`'s floor
-/// shows 134 µs of PostgreSQL's CPU a lead at 8 leads a transaction and 68 µs at 64. With
-/// four writers each taking whatever had queued, batches averaged 8 leads and PostgreSQL
-/// took 240 µs a lead; gathering, about 30 and 150–190 µs. Under a light load no other
-/// writer is busy, so a lone submission never waits.
-const GATHER: usize = 32;
-const GATHER_WAIT: Duration = Duration::from_micros(1500);
-
-/// One writer committing, for as long as it lives.
-struct Busy<'a>(&'a AtomicUsize);
-
-impl<'a> Busy<'a> {
-    fn new(n: &'a AtomicUsize) -> Busy<'a> {
-        n.fetch_add(1, Ordering::AcqRel);
-        Busy(n)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-async fn gather(rx: &mut mpsc::Receiver<Job>, metas: &mut Vec<Meta>, replies: &mut Vec<super::ReplyTx>) {
-    let deadline = tokio::time::Instant::now() + GATHER_WAIT;
-    while metas.len() < GATHER {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(j)) => {
-                metas.push(j.meta);
-                replies.push(j.reply);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-}
-
-struct PgWriter {
-    pool: PgPool,
-    ctx: WriterCtx,
-    cleaner: Arc<SearchCleaner>,
-}
-
-impl Attempt for PgWriter {
-    async fn attempt(&mut self, jobs: &[Meta]) -> anyhow::Result<Results> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let conn = self.pool.acquire().await.context("failed to take an intake connection")?;
-            match run_batch(PgBatch::new(conn), jobs, &mut self.ctx).await {
-                Ok(v) => {
-                    let created = v
-                        .iter()
-                        .filter(
-                            |r| matches!(r, Ok(Done::Lead(l)) if matches!(l.outcome, IntakeOutcome::Created | IntakeOutcome::Returning)),
-                        )
-                        .count();
-                    self.cleaner.created(created as u64);
-                    return Ok(v);
-                }
-                Err(e) if attempt < MAX_ATTEMPTS && e.is_retryable() => {
-                    tracing::debug!(error = %e, attempt, "intake write conflict; retrying");
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                Err(e) => return Err(anyhow::Error::new(e).context("failed to commit intake batch")),
-            }
-        }
-    }
-}
-
-/// Leads created between two cleanings of the search index's pending list.
-const CLEAN_EVERY: u64 = 1_000;
-
-/// Empties the pending list of the trigram index of the lead search text in the background,
-/// after every `CLEAN_EVERY` leads the intake created.
-///
-/// A GIN index takes new entries into an unsorted pending list and merges them into the index
-/// in one go when the list passes `gin_pending_list_limit` (4 MB): the insert that finds the
-/// list full does the merge, tens of milliseconds inside an intake transaction whose 30 or so
-/// submissions all wait for it (with autovacuum off, as on this project's reference machines,
-/// nothing else ever does it). About 1,600 leads fill the list. Merging it here instead, with
-/// `gin_clean_pending_list`, is the same work on another connection (of the store's pool,
-/// not the writers'): on 2026-11-25 a cleaning
-/// every quarter second halved the intake's p99 at 1 M leads (46–49 ms → 23 ms) at the same
-/// rate. Merging each entry as it comes (`fastupdate = off`) took 290 µs of PostgreSQL's CPU
-/// a lead against 140, and a rate of 4,230 leads/s against 7,230–7,650.
-struct SearchCleaner {
-    pool: PgPool,
-    created: std::sync::atomic::AtomicU64,
-    running: Arc<std::sync::atomic::AtomicBool>,
-    off: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl SearchCleaner {
-    fn new(pool: PgPool) -> SearchCleaner {
-        SearchCleaner { pool, created: Default::default(), running: Default::default(), off: Default::default() }
-    }
-
-    fn created(&self, n: u64) {
-        if n == 0 || self.created.fetch_add(n, Ordering::AcqRel) + n < CLEAN_EVERY || self.off.load(Ordering::Acquire) {
-            return;
-        }
-        if self.running.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.created.store(0, Ordering::Release);
-        /// Clears the flag however the task ends (a runtime shut down under it included).
-        struct Finished(Arc<std::sync::atomic::AtomicBool>);
-        impl Drop for Finished {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
-            }
-        }
-        let done = Finished(self.running.clone());
-        let (pool, off) = (self.pool.clone(), self.off.clone());
-        tokio::spawn(async move {
-            let _done = done;
-            let r: Result<Option<i64>, sqlx::Error> =
-                sqlx::query_scalar("SELECT gin_clean_pending_list(c) FROM to_regclass('leads_search_trgm') AS c WHERE c IS NOT NULL")
-                    .fetch_optional(&pool)
-                    .await;
-            match r {
-                Ok(Some(pages)) => {
-                    metrics::counter!("search_index_cleanings_total").increment(1);
-                    metrics::counter!("search_index_pending_pages_merged_total").increment(pages.max(0) as u64);
-                    tracing::debug!(pages, "merged the search index's pending list");
-                }
-                Ok(None) => {
-                    off.store(true, Ordering::Release);
-                    tracing::warn!("the search index leads_search_trgm is missing; its pending list is not merged in the background");
-                }
-                Err(e) if permanent(&e) => {
-                    // Not the index's owner, say: PostgreSQL's inserts merge the list, as before.
-                    off.store(true, Ordering::Release);
-                    tracing::warn!(error = %e, "cannot merge the search index's pending list; PostgreSQL's inserts will");
-                }
-                // A lost connection, a timeout, a shutdown: tried again after the next thousand.
-                Err(e) => tracing::warn!(error = %e, "merging the search index's pending list failed"),
-            }
-        });
-    }
-}
-
-/// An error that another try would meet again: not the index's owner (42501), not a GIN
-/// index (42809).
-fn permanent(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("42501") | Some("42809")))
-}
 
 /// One batch's connection, written to with as few round trips as it can.
 ///
@@ -218,7 +25,7 @@ fn permanent(e: &sqlx::Error) -> bool {
 /// end commits it. When nothing but the inserts wrote, they are sent alone, a statement that is
 /// its own transaction, durable when PostgreSQL answers it. A batch of new leads is then three
 /// round trips (the model's version, the identities, the inserts) where it was nine.
-struct PgBatch {
+pub(super) struct PgBatch {
     conn: Option<PoolConnection<Postgres>>,
     tx: Option<Transaction<'static, Postgres>>,
     parts: Vec<String>,
@@ -226,7 +33,7 @@ struct PgBatch {
 }
 
 impl PgBatch {
-    fn new(conn: PoolConnection<Postgres>) -> PgBatch {
+    pub(super) fn new(conn: PoolConnection<Postgres>) -> PgBatch {
         PgBatch { conn: Some(conn), tx: None, parts: Vec::new(), args: PgArguments::default() }
     }
 
