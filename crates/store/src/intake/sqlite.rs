@@ -35,6 +35,10 @@ use uuid::Uuid;
 /// The size a WAL file is cut back to when the log starts over (`journal_size_limit`).
 pub(crate) const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
+/// The log's size at which the checkpointer starts it over (see `checkpointer`); under
+/// `WAL_SIZE_LIMIT`, so that the file is cut back no further than what the writer reuses.
+const WAL_RESTART_BYTES: i64 = 48 << 20;
+
 /// Statement sizes (rows per multi-row statement); fixed so that prepared statements are
 /// reused from the cache.
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
@@ -74,20 +78,56 @@ fn wait_for_lock(tries: i32) -> bool {
     true
 }
 
+/// The checkpointer's wait for a lock: polls about every 100 µs for at most about 5 ms
+/// (the intake writer holds the write lock for a batch, 1–2 ms; a lookup holds an older
+/// snapshot for less). A restart that would wait longer is put off (see `checkpointer`).
+fn wait_briefly(tries: i32) -> bool {
+    if tries >= 50 {
+        return false;
+    }
+    std::thread::sleep(Duration::from_micros(100));
+    true
+}
+
 /// Copies the WAL back into the database file in the background, so that commits never
 /// wait for it; stops when the writer stops. A checkpoint runs when the WAL has grown past
 /// `WAL_CHECKPOINT_BYTES` or `CHECKPOINT_EVERY` has passed: a page changed many times in
 /// between is written to the database file once.
+///
+/// Once the log holds `WAL_RESTART_BYTES` the checkpointer also starts it over
+/// (`RESTART`): under a steady load the writer never begins a transaction at a moment when
+/// everything is copied, so SQLite alone never starts the log over and the file grew by
+/// every commit (1.9 GB in a 10 s `bench intake`). Appending to a file costs the kernel
+/// far more than overwriting pages it holds: on ext4 with large folios (Linux 6.16 and
+/// later) a small write past the end zeroes the rest of the folio, and that was 42 % of the
+/// intake writer's time. The restart runs right after a passive copy, so the writer waits
+/// only for the frames written since (a few milliseconds).
 pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::Result<()> {
     const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
     const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
+    // The restart waits for the write lock, and then for readers of older snapshots, by
+    // polling briefly (see `wait_briefly`): SQLite's own sleeps would be outrun by the
+    // writer's back-to-back batches, and a long wait would hold intake up.
+    conn.busy_handler(Some(wait_briefly))?;
     // A checkpoint fsyncs the WAL before copying it and the database file after.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    // A frame is its page and a 24-byte header.
+    let restart_frames = WAL_RESTART_BYTES / (page_size + 24);
     let wal = wal_path(path);
+    let db = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     std::thread::Builder::new().name("vk-sqlite-ckpt".into()).spawn(move || {
         let mut last = std::time::Instant::now();
+        // (busy, frames in the log): busy when the checkpoint could not finish.
+        let checkpoint = |mode: &str| {
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?)))
+        };
+        // A restart that found a reader of an older snapshot still reading is tried again
+        // later, each time twice as late (up to 5 s), so that a long read (an export, a
+        // re-score) does not cost intake a wait every round.
+        let mut restart_after = std::time::Instant::now();
+        let mut backoff = Duration::from_millis(100);
         while alive.upgrade().is_some() {
             std::thread::sleep(Duration::from_millis(100));
             let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
@@ -95,10 +135,38 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::R
                 continue;
             }
             last = std::time::Instant::now();
-            // PASSIVE: copies what it can without blocking the writer or readers; once all
-            // of the WAL is copied, the writer starts it over, so the file stops growing.
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
+            // PASSIVE: copies what it can without blocking the writer or readers.
+            match checkpoint("PASSIVE") {
+                Ok((_, frames)) if frames >= restart_frames && last >= restart_after => {
+                    // The restart holds the write lock while it copies what is left and
+                    // fsyncs the database file, and that fsync flushed every page the
+                    // passive copies had written since the last complete checkpoint (9 ms
+                    // at 48 MB of log). They are flushed here first, and what the writer
+                    // added meanwhile copied, so that it waits only for the last frames
+                    // (1–5 ms). A second round gained nothing more.
+                    let prepared = db.sync_data().map_err(anyhow::Error::from).and_then(|()| Ok(checkpoint("PASSIVE")?));
+                    let restarting = last.elapsed();
+                    match prepared.and_then(|_| Ok(checkpoint("RESTART")?)) {
+                        Ok((false, _)) => {
+                            backoff = Duration::from_millis(100);
+                            metrics::counter!("sqlite_wal_restarts_total").increment(1);
+                            tracing::debug!(
+                                frames,
+                                prepare_micros = restarting.as_micros() as u64,
+                                restart_micros = (last.elapsed() - restarting).as_micros() as u64,
+                                "WAL restarted"
+                            );
+                        }
+                        Ok((true, _)) => {
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                            restart_after = std::time::Instant::now() + backoff;
+                            metrics::counter!("sqlite_wal_restarts_put_off_total").increment(1);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
             }
         }
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
@@ -724,6 +792,65 @@ mod tests {
         assert!(size() <= WAL_SIZE_LIMIT, "the WAL file kept {} bytes", size());
         let rows: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("count");
         assert_eq!(rows, (WAL_SIZE_LIMIT >> 20) + 17);
+    }
+
+    /// A writer that never pauses never begins a transaction with everything copied, so
+    /// SQLite alone never starts the log over: the checkpointer does, and the file stays
+    /// near `WAL_SIZE_LIMIT` however much is written (without it, the file held all of it).
+    #[test]
+    fn the_checkpointer_starts_the_log_over_under_a_writer_that_never_pauses() {
+        let dir = std::env::temp_dir().join(format!("voronka-restart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("w.db");
+        drop(Connection::open(&path).expect("create the file"));
+        let conn = open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE burst (id INTEGER PRIMARY KEY, b BLOB NOT NULL)").expect("create");
+        let blob = vec![7u8; 256 << 10];
+        for id in 0..16 {
+            conn.execute("INSERT INTO burst (id, b) VALUES (?1, ?2)", rusqlite::params![id, &blob]).expect("insert");
+        }
+        let alive = std::sync::Arc::new(());
+        checkpointer(&path, std::sync::Arc::downgrade(&alive)).expect("checkpointer");
+        // Readers come and go all the time, as intake's lookups do; one holding a snapshot
+        // with frames of the log is what keeps SQLite from starting it over by itself.
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).expect("a reader");
+                let mut reads = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let n: i64 =
+                        conn.query_row("SELECT length(b) FROM burst WHERE id = ?1", [reads as i64 % 16], |r| r.get(0)).expect("read");
+                    assert_eq!(n, 256 << 10);
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        let wal = wal_path(&path);
+        let size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
+        // Six times the restart size, in transactions of 256 KiB back to back (the rows are
+        // rewritten in turn, so the database itself stays at 4 MiB).
+        let written = 6 * WAL_RESTART_BYTES;
+        let mut largest = 0;
+        for i in 0..written / (256 << 10) {
+            // Every byte changes: SQLite rewrites only the pages of a value that differ.
+            let b = vec![i as u8; blob.len()];
+            conn.execute("UPDATE burst SET b = ?1 WHERE id = ?2", rusqlite::params![b, i % 16]).expect("update");
+            largest = largest.max(size());
+            // At most 256 MB a second, about what `bench intake` writes.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(reader.join().expect("the reader") > 0);
+        drop(alive);
+        assert!(largest < written / 2, "the WAL file reached {largest} bytes while {written} were written: the log was not started over");
+        let rows: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("count");
+        assert_eq!(rows, 16);
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A flushing thread answers a batch only after its fsync succeeded and while no flush
