@@ -6,8 +6,10 @@
 //! scale: "a bare axum handler inserting into SQLite with group commit"). Durability as in
 //! Voronka's own SQLite intake, its most favourable arrangement: the writer commits without
 //! waiting for the disk (`synchronous=NORMAL`) and a flushing thread fsyncs the WAL and only
-//! then answers the batch, so the writer builds the next batch during the flush; and no
-//! checkpoint runs at all during the run. `bench intake` starts it in a process of its own
+//! then answers the batch, so the writer builds the next batch during the flush; and
+//! Voronka's checkpointer copies the log back and starts it over in the background (with no
+//! checkpoints at all the log only grew, and appending to it cost more than they do).
+//! `bench intake` starts it in a process of its own
 //! (`voronka bench floor-serve`, hidden) and drives it exactly as it drives `voronka serve`,
 //! so the two figures compare directly.
 //!
@@ -21,7 +23,7 @@
 //! The writer's connection is set up as Voronka's (`cache_size` 64 MiB, statement journals in
 //! memory) and inserts with the same multi-row statements (64, 16, 4 or 1 rows). It does less
 //! than Voronka on purpose, so that it bounds it from above: no foreign-key checks, no search
-//! index, no `lead_inputs` or idempotency rows, no checkpoints. A batch is one transaction,
+//! index, no `lead_inputs` or idempotency rows. A batch is one transaction,
 //! so one failing lead (a phone seen before breaks the identities' key) fails its batch; the
 //! benchmark's leads are all distinct.
 
@@ -137,6 +139,11 @@ pub async fn serve(a: FloorServeArgs) -> Result<()> {
         let counters = counters.clone();
         move || writer(conn, rx, rows, &counters, done_tx)
     })?;
+    // Checkpoints as `voronka serve` runs them: with none at all the log only grows, and on
+    // Linux 6.16+ with ext4 appending to it costs the writer more than they do (see the
+    // checkpointer in voronka_store).
+    let alive = Arc::new(());
+    voronka_store::intake::start_sqlite_checkpointer(&a.database, Arc::downgrade(&alive))?;
     let mut wal = a.database.clone().into_os_string();
     wal.push("-wal");
     std::thread::Builder::new().name("vk-floor-sync".into()).spawn({
@@ -155,6 +162,7 @@ pub async fn serve(a: FloorServeArgs) -> Result<()> {
         out.flush()?;
     }
     axum::serve(listener, app).await?;
+    drop(alive);
     Ok(())
 }
 
@@ -391,10 +399,13 @@ pub struct ImportFloor {
 /// the row's outcome (the import's report and undo read it) — into the migrated database at
 /// `path` with all its indexes, `batch` leads a durable transaction, `leads` leads in all.
 /// With the schema's foreign keys (as Voronka's writer), nothing else: no parsing,
-/// normalising or scoring, no repeats, no search index, no checkpoints; so the import's
-/// writer cannot take less.
+/// normalising or scoring, no repeats, no search index; so the import's writer cannot take
+/// less. Voronka's checkpointer runs beside it, as beside the import (with no checkpoints
+/// the log only grew, and appending to it cost the writer more than they do).
 pub fn import_floor(path: &std::path::Path, leads: u64, batch: usize) -> Result<ImportFloor> {
     let mut conn = open(path, FloorRows::Lead)?;
+    let alive = Arc::new(());
+    voronka_store::intake::start_sqlite_checkpointer(path, Arc::downgrade(&alive))?;
     conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")?;
     let import_id = Uuid::now_v7();
     let started = Instant::now();
@@ -489,5 +500,7 @@ pub fn import_floor(path: &std::path::Path, leads: u64, batch: usize) -> Result<
         tx.commit()?;
         done += n;
     }
-    Ok(ImportFloor { leads: done, secs: started.elapsed().as_secs_f64() })
+    let secs = started.elapsed().as_secs_f64();
+    drop(alive);
+    Ok(ImportFloor { leads: done, secs })
 }

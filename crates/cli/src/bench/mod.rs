@@ -1334,8 +1334,8 @@ async fn intake_one(a: &IntakeArgs, which: Which, url: &str) -> Result<()> {
                 floor::FloorRows::Lead => format!("a lead's rows, without the indexes {}", without.join(", ")),
             };
             println!(
-                "[{name}] the floor: a bare HTTP handler and SQLite group commit (the WAL fsynced beside the writer, no \
-                 checkpoints, no auth, no lookups, no scoring), {what}:"
+                "[{name}] the floor: a bare HTTP handler and SQLite group commit (the WAL fsynced beside the writer, \
+                 Voronka's checkpointer, no auth, no lookups, no scoring), {what}:"
             );
             println!("[{name}]   {}", f.stats.line("POST /api/v1/leads (floor)"));
             println!("[{name}]   {}", f.cpu.line(f.stats.ok, false));
