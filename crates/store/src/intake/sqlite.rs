@@ -853,6 +853,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A reader that keeps a snapshot with frames of the log makes a restart wait for it:
+    /// the checkpointer gives up after a few milliseconds and puts the restart off, so the
+    /// writer is never held for long (with SQLite's usual busy handler each try held it
+    /// for the whole timeout); once the reader has gone the log is started over.
+    #[test]
+    fn a_long_reader_puts_the_restart_off_without_holding_the_writer() {
+        let dir = std::env::temp_dir().join(format!("voronka-long-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("w.db");
+        drop(Connection::open(&path).expect("create the file"));
+        let conn = open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE burst (id INTEGER PRIMARY KEY, b BLOB NOT NULL)").expect("create");
+        let size = 256 << 10;
+        for id in 0..16 {
+            conn.execute("INSERT INTO burst (id, b) VALUES (?1, ?2)", rusqlite::params![id, vec![1u8; size]]).expect("insert");
+        }
+        // The reader's snapshot holds the frames written so far.
+        let reader = Connection::open(&path).expect("a reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let n: i64 = reader.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("read");
+        assert_eq!(n, 16);
+        let alive = std::sync::Arc::new(());
+        checkpointer(&path, std::sync::Arc::downgrade(&alive)).expect("checkpointer");
+        let wal = wal_path(&path);
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
+        let mut longest = Duration::ZERO;
+        let mut write = |i: i64| {
+            let started = std::time::Instant::now();
+            conn.execute("UPDATE burst SET b = ?1 WHERE id = ?2", rusqlite::params![vec![i as u8; size], i % 16]).expect("update");
+            longest = longest.max(started.elapsed());
+        };
+        // Three times the restart size while the reader stays: every restart is put off.
+        let mut i = 0;
+        while i < 3 * WAL_RESTART_BYTES / size as i64 {
+            write(i);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(wal_size() > 2 * WAL_RESTART_BYTES, "the reader's snapshot kept the log from being started over");
+        reader.execute_batch("COMMIT").expect("the reader ends");
+        // The restart was put off for at most 5 s; slower writes until the file is cut back.
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while wal_size() > WAL_SIZE_LIMIT && std::time::Instant::now() < until {
+            write(i);
+            i += 1;
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(alive);
+        assert!(wal_size() <= WAL_SIZE_LIMIT, "the log was started over once the reader had gone ({} bytes)", wal_size());
+        // A try held the writer for about 5 ms at most; this bound only catches a hold of
+        // the whole 10 s busy timeout.
+        assert!(longest < Duration::from_secs(2), "a write waited {longest:?} for the checkpointer");
+        drop(conn);
+        drop(reader);
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A flushing thread answers a batch only after its fsync succeeded and while no flush
     /// has ever failed: after the first failure nothing more is acknowledged.
     #[test]
