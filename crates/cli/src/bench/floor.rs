@@ -139,9 +139,11 @@ pub async fn serve(a: FloorServeArgs) -> Result<()> {
         let counters = counters.clone();
         move || writer(conn, rx, rows, &counters, done_tx)
     })?;
-    // Checkpoints as `voronka serve` runs them: with none at all the log only grows, and on
-    // Linux 6.16+ with ext4 appending to it costs the writer more than they do (see the
-    // checkpointer in voronka_store).
+    // Voronka's checkpointer: with no checkpoints at all the log only grows, and on Linux
+    // 6.18 with ext4 appending to it cost the writer more than they do (see the checkpointer
+    // in voronka_store). The floor's writer waits for a lock with SQLite's own busy handler
+    // and keeps no `journal_size_limit`, so a restart may cost it a little more than it
+    // costs Voronka's writer.
     let alive = Arc::new(());
     voronka_store::intake::start_sqlite_checkpointer(&a.database, Arc::downgrade(&alive))?;
     let mut wal = a.database.clone().into_os_string();

@@ -36,9 +36,6 @@ use uuid::Uuid;
 use voronka_domain::scoring::Model;
 use voronka_domain::{Clock, NewLead};
 
-/// Most jobs committed in one transaction: SQLite's one writer gains from large batches
-/// (fewer commits, each with its WAL fsync, for a file import); PostgreSQL's concurrent
-/// writers do better with smaller ones (less held at once, fewer conflicts to retry).
 /// Starts the SQLite checkpointer of `voronka serve`'s intake on the database at `path`
 /// (passive copies in the background, the log started over once it holds 48 MB); it runs
 /// until `alive` can no longer be upgraded. For the benchmark's floor, which writes its
@@ -47,6 +44,9 @@ pub fn start_sqlite_checkpointer(path: &std::path::Path, alive: std::sync::Weak<
     sqlite::checkpointer(path, alive)
 }
 
+/// Most jobs committed in one transaction: SQLite's one writer gains from large batches
+/// (fewer commits, each with its WAL fsync, for a file import); PostgreSQL's concurrent
+/// writers do better with smaller ones (less held at once, fewer conflicts to retry).
 pub(crate) const SQLITE_MAX_BATCH: usize = 4096;
 pub(crate) const PG_MAX_BATCH: usize = 512;
 const MAX_ATTEMPTS: u32 = 8;
