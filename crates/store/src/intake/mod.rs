@@ -41,7 +41,7 @@ use voronka_domain::{Clock, NewLead};
 /// until `alive` can no longer be upgraded. For the benchmark's floor, which writes its
 /// rows with a writer of its own.
 pub fn start_sqlite_checkpointer(path: &std::path::Path, alive: std::sync::Weak<()>) -> anyhow::Result<()> {
-    sqlite::checkpointer(path, alive)
+    sqlite::checkpointer(path, alive, Default::default())
 }
 
 /// Most jobs committed in one transaction: SQLite's one writer gains from large batches
@@ -371,12 +371,15 @@ pub(crate) async fn start(
         (Db::Sqlite { .. }, Some(path)) => {
             let conn = sqlite::open(&path)?;
             let alive = Arc::new(());
-            sqlite::checkpointer(&path, Arc::downgrade(&alive))?;
+            // Set for good by a failed flush of the log (a flushing thread) or of the
+            // database file (the checkpointer): nothing is acknowledged after it.
+            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            sqlite::checkpointer(&path, Arc::downgrade(&alive), failed.clone())?;
             let ctx = WriterCtx { models, targets: Default::default() };
             std::thread::Builder::new()
                 .name("vk-sqlite-writer".into())
                 .spawn(move || {
-                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive) {
+                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive, failed) {
                         tracing::error!(error = %format!("{e:#}"), "the SQLite intake writer stopped");
                     }
                 })

@@ -132,7 +132,32 @@ fn sync_database_file(conn: &Connection) -> anyhow::Result<()> {
 /// (`ext4_block_write_begin → zero_user_segments`) was 42 % of the intake writer's time.
 /// The restart runs right after a passive copy and a flush, so the writer waits only for
 /// the frames written since (a few milliseconds).
-pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::Result<()> {
+pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>, failed: std::sync::Arc<AtomicBool>) -> anyhow::Result<()> {
+    checkpointer_with(path, alive, failed, sync_database_file)
+}
+
+/// Whether a checkpoint's error is the disk's: a failed write or fsync of the database
+/// file (SQLite's `SQLITE_IOERR` family).
+fn is_io_error(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
+}
+
+/// `checkpointer` with the database file's flush given (a test makes it fail).
+///
+/// A failed flush of the database file, or a checkpoint failing on the disk, stops the
+/// checkpointer for good and sets `failed`, which the intake's flushing threads share:
+/// nothing more is acknowledged and the writer stops at its next batch, as after a failed
+/// flush of the log. The kernel may report a lost write to one descriptor once; a later
+/// fsync that succeeds does not bring the page back, and a restart after it would
+/// overwrite the log frames that still hold it. So the log is never started over (nor cut
+/// back at the end) after such a failure: it keeps every acknowledged commit, and SQLite
+/// copies it back again from its start when the database is next opened.
+fn checkpointer_with(
+    path: &Path,
+    alive: std::sync::Weak<()>,
+    failed: std::sync::Arc<AtomicBool>,
+    sync: fn(&Connection) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
     const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -158,48 +183,65 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>) -> anyhow::R
         let mut restart_after = std::time::Instant::now();
         let mut backoff = Duration::from_millis(100);
         let mut restarted_at = None;
+        let give_up = |what: &str, e: &dyn std::fmt::Display| {
+            failed.store(true, Ordering::SeqCst);
+            metrics::counter!("sqlite_checkpoint_failures_total").increment(1);
+            tracing::error!(error = %e, "{what}: the log is kept as it is and nothing more is acknowledged");
+        };
         while alive.upgrade().is_some() {
             std::thread::sleep(Duration::from_millis(100));
+            if failed.load(Ordering::SeqCst) {
+                // A flush of the log failed: the log must stay as it is.
+                return;
+            }
             let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
             if size < WAL_CHECKPOINT_BYTES && last.elapsed() < CHECKPOINT_EVERY {
                 continue;
             }
             last = std::time::Instant::now();
             // PASSIVE: copies what it can without blocking the writer or readers.
-            match checkpoint("PASSIVE") {
-                // After a restart the count stays that of the old log until the writer
-                // writes again: an idle server does not start it over every round.
-                Ok((_, frames)) if frames >= restart_frames && last >= restart_after && Some(frames) != restarted_at => {
-                    // The restart holds the write lock while it fsyncs the log, copies what
-                    // is left and fsyncs the database file, and that fsync flushed every page the
-                    // passive copies had written since the last complete checkpoint (9 ms
-                    // at 48 MB of log). They are flushed here first, and what the writer
-                    // added meanwhile copied, so that it waits only for the last frames
-                    // (1–5 ms). A second round gained nothing more.
-                    let prepared = sync_database_file(&conn).and_then(|()| Ok(checkpoint("PASSIVE")?));
-                    let restarting = last.elapsed();
-                    match prepared.and_then(|_| Ok(checkpoint("RESTART")?)) {
-                        Ok((false, _)) => {
-                            restarted_at = Some(frames);
-                            backoff = Duration::from_millis(100);
-                            metrics::counter!("sqlite_wal_restarts_total").increment(1);
-                            tracing::debug!(
-                                frames,
-                                prepare_micros = restarting.as_micros() as u64,
-                                restart_micros = (last.elapsed() - restarting).as_micros() as u64,
-                                "WAL restarted"
-                            );
-                        }
-                        Ok((true, _)) => {
-                            backoff = (backoff * 2).min(Duration::from_secs(5));
-                            restart_after = std::time::Instant::now() + backoff;
-                            metrics::counter!("sqlite_wal_restarts_put_off_total").increment(1);
-                        }
-                        Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
-                    }
+            let frames = match checkpoint("PASSIVE") {
+                Ok((_, frames)) => frames,
+                Err(e) if is_io_error(&e) => return give_up("a WAL checkpoint failed on the disk", &e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "WAL checkpoint failed");
+                    continue;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+            };
+            // After a restart the count stays that of the old log until the writer writes
+            // again: an idle server does not start it over every round.
+            if frames < restart_frames || last < restart_after || Some(frames) == restarted_at {
+                continue;
+            }
+            // The restart holds the write lock while it fsyncs the log, copies what is left
+            // and fsyncs the database file, and that fsync flushed every page the passive
+            // copies had written since the last complete checkpoint (9 ms at 48 MB of log).
+            // They are flushed here first, and what the writer added meanwhile copied, so
+            // that it waits only for the last frames (1–5 ms). A second round gained
+            // nothing more.
+            if let Err(e) = sync(&conn) {
+                return give_up("cannot flush the SQLite database file", &format!("{e:#}"));
+            }
+            let restarting = last.elapsed();
+            match checkpoint("PASSIVE").and_then(|_| checkpoint("RESTART")) {
+                Ok((false, _)) => {
+                    restarted_at = Some(frames);
+                    backoff = Duration::from_millis(100);
+                    metrics::counter!("sqlite_wal_restarts_total").increment(1);
+                    tracing::debug!(
+                        frames,
+                        prepare_micros = restarting.as_micros() as u64,
+                        restart_micros = (last.elapsed() - restarting).as_micros() as u64,
+                        "WAL restarted"
+                    );
+                }
+                Ok((true, _)) => {
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    restart_after = std::time::Instant::now() + backoff;
+                    metrics::counter!("sqlite_wal_restarts_put_off_total").increment(1);
+                }
+                Err(e) if is_io_error(&e) => return give_up("a WAL restart failed on the disk", &e),
+                Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
             }
         }
         let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
@@ -213,9 +255,9 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Job>,
     mut ctx: WriterCtx,
     alive: std::sync::Arc<()>,
+    failed: std::sync::Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Committed>();
-    let failed = std::sync::Arc::new(AtomicBool::new(false));
     let flushers = std::sync::Arc::new(Flushers { rx: std::sync::Mutex::new(done_rx), failed: failed.clone() });
     let wal = wal_path(path);
     // Names within the kernel's 15 characters, so that `top -H` and `perf` tell the
@@ -234,7 +276,7 @@ pub(super) fn run(
     let mut seen = crate::turns::asks();
     while let Some(first) = rx.blocking_recv() {
         if failed.load(Ordering::SeqCst) {
-            anyhow::bail!("the SQLite WAL could not be flushed; intake stopped");
+            anyhow::bail!("the SQLite WAL or database file could not be flushed; intake stopped");
         }
         let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
         let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx, seen: &mut seen }));
@@ -269,7 +311,8 @@ type Committed = (Results, Vec<ReplyTx>, Vec<Meta>);
 /// What the flushing threads share.
 struct Flushers {
     rx: std::sync::Mutex<std::sync::mpsc::Receiver<Committed>>,
-    /// Set for good by the first failed fsync.
+    /// Set for good by the first failed fsync, of the log here or of the database file by
+    /// the checkpointer.
     failed: std::sync::Arc<AtomicBool>,
 }
 
@@ -301,7 +344,7 @@ fn flusher(wal: &Path, shared: &Flushers, _alive: std::sync::Arc<()>) {
                 tracing::error!(error = %e, wal = %wal.display(), "cannot flush the SQLite WAL; nothing more is acknowledged");
             }
             Ok(()) if shared.failed.load(Ordering::SeqCst) => {
-                synced = Err(std::io::Error::other("an earlier flush of the write-ahead log failed"));
+                synced = Err(std::io::Error::other("an earlier flush of the write-ahead log or the database file failed"));
             }
             Ok(()) => {}
         }
@@ -842,7 +885,7 @@ mod tests {
             conn.execute("INSERT INTO burst (id, b) VALUES (?1, ?2)", rusqlite::params![id, &blob]).expect("insert");
         }
         let alive = std::sync::Arc::new(());
-        checkpointer(&path, std::sync::Arc::downgrade(&alive)).expect("checkpointer");
+        checkpointer(&path, std::sync::Arc::downgrade(&alive), Default::default()).expect("checkpointer");
         // Readers come and go all the time, as intake's lookups do; one holding a snapshot
         // with frames of the log is what keeps SQLite from starting it over by itself.
         let reader = {
@@ -906,7 +949,7 @@ mod tests {
         let n: i64 = reader.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("read");
         assert_eq!(n, 16);
         let alive = std::sync::Arc::new(());
-        checkpointer(&path, std::sync::Arc::downgrade(&alive)).expect("checkpointer");
+        checkpointer(&path, std::sync::Arc::downgrade(&alive), Default::default()).expect("checkpointer");
         let wal = wal_path(&path);
         let wal_size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
         let mut longest = Duration::ZERO;
@@ -939,6 +982,62 @@ mod tests {
         drop(conn);
         drop(reader);
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// A failed flush of the database file stops the checkpointer for good: the log is not
+    /// started over (it still holds every commit), and the flag the flushing threads share
+    /// is set, so nothing more is acknowledged. Without the stop, the next round's fsync
+    /// succeeds (the kernel reports a lost write once) and the restart overwrites the frames
+    /// of pages the disk never took.
+    #[test]
+    fn a_failed_flush_of_the_database_file_keeps_the_log_and_stops_acknowledgements() {
+        let scratch = Scratch::new("ckpt-fail");
+        let path = scratch.dir.join("w.db");
+        drop(Connection::open(&path).expect("create the file"));
+        let conn = open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE burst (id INTEGER PRIMARY KEY, b BLOB NOT NULL)").expect("create");
+        let size = 256 << 10;
+        let alive = std::sync::Arc::new(());
+        let failed = std::sync::Arc::new(AtomicBool::new(false));
+        static SYNCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn failing_sync(_: &Connection) -> anyhow::Result<()> {
+            SYNCS.fetch_add(1, Ordering::SeqCst);
+            anyhow::bail!("fsync: Input/output error (injected)")
+        }
+        checkpointer_with(&path, std::sync::Arc::downgrade(&alive), failed.clone(), failing_sync).expect("checkpointer");
+        let wal = wal_path(&path);
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
+        // Three times the restart size, in new rows: the log only ever grows.
+        let rows = 3 * WAL_RESTART_BYTES / size as i64;
+        let mut largest = 0;
+        for id in 0..rows {
+            conn.execute("INSERT INTO burst (id, b) VALUES (?1, ?2)", rusqlite::params![id, vec![id as u8; size]]).expect("insert");
+            largest = largest.max(wal_size());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The checkpointer's rounds are 100 ms apart.
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        while !failed.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(failed.load(Ordering::SeqCst), "the failed flush was not reported to the flushing threads");
+        // Later rounds try nothing more.
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(SYNCS.load(Ordering::SeqCst), 1, "the checkpointer went on after the failed flush");
+        assert!(wal_size() >= largest && largest > 2 * WAL_RESTART_BYTES, "the log was started over after the failed flush");
+        // The flushing threads share the flag: a batch flushed now is not acknowledged.
+        let (tx, rx) = std::sync::mpsc::channel::<Committed>();
+        let shared = Flushers { rx: std::sync::Mutex::new(rx), failed: failed.clone() };
+        let (reply, answered) = tokio::sync::oneshot::channel();
+        let done = super::super::Done::Events(super::super::EventsReply { accepted: 1, lead_id: None });
+        tx.send((vec![Ok(done)], vec![reply], Vec::new())).expect("send");
+        drop(tx);
+        flusher(&wal, &shared, std::sync::Arc::new(()));
+        assert!(matches!(answered.blocking_recv().expect("an answer"), Err(IntakeError::Storage(_))));
+        drop(alive);
+        // Every commit is still there.
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("count");
+        assert_eq!(n, rows);
     }
 
     /// A test's directory, removed when the test ends, passed or failed; and a flag its
