@@ -57,15 +57,19 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "The database answers"), (status = 503, description = "The database does not answer")))]
+    responses((status = 200, description = "The database answers"), (status = 503, description = "The database does not answer (`reason` `database`), or the intake can no longer acknowledge leads (`intake_stopped`: a flush of the database failed)")))]
 pub async fn readyz(State(st): State<AppState>) -> impl IntoResponse {
+    if !st.store.intake().is_running() {
+        tracing::warn!("readiness: the intake stopped acknowledging (see the error logged when it stopped)");
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "reason": "intake_stopped"})));
+    }
     match tokio::time::timeout(Duration::from_secs(2), st.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, axum::Json(json!({"status": "ready", "database": st.store.backend().name()}))),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database error");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable"})))
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "reason": "database"})))
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable"}))),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "unavailable", "reason": "database"}))),
     }
 }
 

@@ -18,6 +18,33 @@ async fn health_and_readiness() {
     assert_eq!(r.status, 503);
 }
 
+/// Once the intake can no longer acknowledge anything, `/readyz` says so (a load balancer
+/// then stops sending leads there) and every later submission is refused. On SQLite a
+/// failed flush of the log stops it: the flushing thread opens the log by name, so with
+/// the file gone its next flush fails. PostgreSQL's commits are PostgreSQL's to flush (a
+/// failed one is that batch's error); its intake stops only with the process.
+#[tokio::test]
+async fn readiness_fails_once_the_intake_can_acknowledge_nothing() {
+    let app = spawn_app().await;
+    assert_eq!(app.lead(json!({"phone": "+79001234567"})).await.status, 201);
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+    if backend() != "sqlite" {
+        assert!(app.store.intake().is_running());
+        return;
+    }
+    let path = app.db.url.strip_prefix("sqlite://").expect("a SQLite URL");
+    std::fs::remove_file(format!("{path}-wal")).expect("remove the WAL");
+    let r = app.lead(json!({"phone": "+79001234568"})).await;
+    assert_eq!(r.status, 503, "a lead whose flush failed is not acknowledged: {}", r.text());
+    let r = app.get("/readyz", None).await;
+    assert_eq!((r.status, r.json()), (503, json!({"status": "unavailable", "reason": "intake_stopped"})));
+    assert!(!app.store.intake().is_running());
+    // The process stays alive, and refuses every later lead.
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+    let r = app.lead(json!({"phone": "+79001234569"})).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_intake_outcomes() {
     let app = spawn_app().await;

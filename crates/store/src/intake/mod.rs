@@ -217,9 +217,19 @@ pub struct IntakeHandle {
     /// process, not the store's clock, which tests may stop).
     last_job: Arc<std::sync::atomic::AtomicU64>,
     started: std::time::Instant,
+    /// Set for good when a flush failed (SQLite: of the log or the database file); nothing
+    /// is acknowledged after it.
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl IntakeHandle {
+    /// Whether the intake can still acknowledge submissions: its writers are running and
+    /// no flush has failed. `/readyz` answers 503 when not, so that a load balancer stops
+    /// sending leads to a process that can only refuse them.
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed() && !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Whether submissions are committed in the order they were queued. When not, a caller
     /// that needs one person's submissions in order waits for the earlier one's answer.
     pub fn keeps_order(&self) -> bool {
@@ -367,19 +377,20 @@ pub(crate) async fn start(
     let handle_models = models.clone();
     let (tx, rx) = mpsc::channel::<Job>(8192);
     let in_order = matches!(db, Db::Sqlite { .. });
+    // Set for good by a failed flush of the log (a flushing thread) or of the database
+    // file (the checkpointer): nothing is acknowledged after it.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_failed = failed.clone();
     match (db, crate::db::sqlite_path(url)?) {
         (Db::Sqlite { .. }, Some(path)) => {
             let conn = sqlite::open(&path)?;
             let alive = Arc::new(());
-            // Set for good by a failed flush of the log (a flushing thread) or of the
-            // database file (the checkpointer): nothing is acknowledged after it.
-            let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
             sqlite::checkpointer(&path, Arc::downgrade(&alive), failed.clone())?;
             let ctx = WriterCtx { models, targets: Default::default() };
             std::thread::Builder::new()
                 .name("vk-sqlite-writer".into())
                 .spawn(move || {
-                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive, failed) {
+                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive, writer_failed) {
                         tracing::error!(error = %format!("{e:#}"), "the SQLite intake writer stopped");
                     }
                 })
@@ -391,7 +402,15 @@ pub(crate) async fn start(
             pg::start(pool, main.clone(), rx, writers.max(1), models)
         }
     }
-    Ok(IntakeHandle { tx, clock, in_order, models: handle_models, last_job: Default::default(), started: std::time::Instant::now() })
+    Ok(IntakeHandle {
+        tx,
+        clock,
+        in_order,
+        models: handle_models,
+        last_job: Default::default(),
+        started: std::time::Instant::now(),
+        failed,
+    })
 }
 
 /// Takes what is queued, up to a batch: the first job waited, the rest arrived while the
