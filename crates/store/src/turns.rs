@@ -20,6 +20,11 @@
 //! then begins its batch, which waits for that writer's commit with its own busy handler.
 //! A waiter that missed the moment asks again and is let in before the next batch.
 //!
+//! The intake's checkpointer asks too, from its first try, when it starts the log over
+//! (`intake::sqlite::checkpointer`): during an import the writer's batches follow each other
+//! with no gap it could find in its few milliseconds of tries, so the log was never started
+//! over and grew by every batch (1.5 GB for 400,000 rows).
+//!
 //! The count is one for the process: with several databases open in one process (tests)
 //! a writer of one may make another's intake hold back for a moment, which costs nothing
 //! else.
@@ -120,6 +125,12 @@ pub(crate) fn let_others_in(seen: &mut u64) -> Duration {
 }
 
 /// Tries counted so far (for the intake writer's first `seen`).
+/// Asks the intake writer to hold back before its next batch (see [`let_others_in`]): for
+/// a waiter with a busy handler of its own, the intake's checkpointer.
+pub(crate) fn ask() {
+    ASKS.fetch_add(1, Ordering::Release);
+}
+
 pub(crate) fn asks() -> u64 {
     ASKS.load(Ordering::Acquire)
 }

@@ -379,18 +379,18 @@ pub(crate) async fn start(
     let in_order = matches!(db, Db::Sqlite { .. });
     // Set for good by a failed flush of the log (a flushing thread) or of the database
     // file (the checkpointer): nothing is acknowledged after it.
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer_failed = failed.clone();
+    let shared = sqlite::Shared::default();
+    let failed = shared.failed.clone();
     match (db, crate::db::sqlite_path(url)?) {
         (Db::Sqlite { .. }, Some(path)) => {
             let conn = sqlite::open(&path)?;
             let alive = Arc::new(());
-            sqlite::checkpointer(&path, Arc::downgrade(&alive), failed.clone())?;
+            sqlite::checkpointer(&path, Arc::downgrade(&alive), shared.clone())?;
             let ctx = WriterCtx { models, targets: Default::default() };
             std::thread::Builder::new()
                 .name("vk-sqlite-writer".into())
                 .spawn(move || {
-                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive, writer_failed) {
+                    if let Err(e) = sqlite::run(conn, &path, rx, ctx, alive, shared) {
                         tracing::error!(error = %format!("{e:#}"), "the SQLite intake writer stopped");
                     }
                 })

@@ -39,6 +39,19 @@ pub(crate) const WAL_SIZE_LIMIT: i64 = 64 << 20;
 /// `WAL_SIZE_LIMIT`, so that the file is cut back no further than what the writer reuses.
 const WAL_RESTART_BYTES: i64 = 48 << 20;
 
+/// What the intake's writer, its flushing threads and its checkpointer share.
+#[derive(Clone, Default)]
+pub(crate) struct Shared {
+    /// Set for good by the first failed fsync, of the log by a flushing thread or of the
+    /// database file by the checkpointer: nothing is acknowledged after it.
+    pub(crate) failed: std::sync::Arc<AtomicBool>,
+    /// Set while the intake writer holds the write lock (from its `BEGIN IMMEDIATE` to the
+    /// end of the batch's transaction). The checkpointer's tries for the lock meanwhile
+    /// do not count against its few milliseconds (see `wait_briefly`): it holds nothing
+    /// while it waits for the lock, and an import's batch holds the lock for longer.
+    pub(crate) writing: std::sync::Arc<AtomicBool>,
+}
+
 /// Statement sizes (rows per multi-row statement); fixed so that prepared statements are
 /// reused from the cache.
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
@@ -82,13 +95,39 @@ fn wait_for_lock(tries: i32) -> bool {
 /// checkpoint (SQLite counts the tries per statement), 5–8 ms with the kernel's timer
 /// slack (the intake writer holds the write lock for a batch, 1–2 ms; a lookup holds an
 /// older snapshot for less). A restart that would wait longer is put off (see
-/// `checkpointer`).
+/// `checkpointer`). Each try asks the intake writer for a turn (see `turns`), and tries
+/// while the intake writer holds the write lock (`Shared::writing`) do not count, for up
+/// to about 2 s: during an import its batches follow each other with no gap, each holding
+/// the lock for longer than 50 tries, and the log was never started over (it grew to
+/// 4.3 GB over a 1 M-row import). Waiting for the lock holds nobody up; while the
+/// restart waits for readers it holds the write lock itself, and those tries count.
 fn wait_briefly(tries: i32) -> bool {
-    if tries >= 50 {
+    const TRIES: i32 = 50;
+    const WHILE_WRITING: i32 = 20_000;
+    let writer_holds = CKPT_WRITING.with(|w| w.borrow().as_ref().is_some_and(|f| f.load(Ordering::Acquire)));
+    let counted = CKPT_TRIES.with(|c| {
+        let (mut counted, mut spared) = if tries == 0 { (0, 0) } else { c.get() };
+        if writer_holds && spared < WHILE_WRITING {
+            spared += 1;
+        } else {
+            counted += 1;
+        }
+        c.set((counted, spared));
+        counted
+    });
+    if counted > TRIES {
         return false;
     }
+    crate::turns::ask();
     std::thread::sleep(Duration::from_micros(100));
     true
+}
+
+thread_local! {
+    /// The checkpointer thread's `Shared::writing`, for its busy handler.
+    static CKPT_WRITING: std::cell::RefCell<Option<std::sync::Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
+    /// The current statement's tries of the checkpointer's busy handler: (counted, spared).
+    static CKPT_TRIES: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((0, 0)) };
 }
 
 /// Fsyncs the database file through the connection's own file handle (SQLite's
@@ -132,8 +171,8 @@ fn sync_database_file(conn: &Connection) -> anyhow::Result<()> {
 /// (`ext4_block_write_begin → zero_user_segments`) was 42 % of the intake writer's time.
 /// The restart runs right after a passive copy and a flush, so the writer waits only for
 /// the frames written since (a few milliseconds).
-pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>, failed: std::sync::Arc<AtomicBool>) -> anyhow::Result<()> {
-    checkpointer_with(path, alive, failed, sync_database_file)
+pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>, shared: Shared) -> anyhow::Result<()> {
+    checkpointer_with(path, alive, shared, sync_database_file)
 }
 
 /// Whether a checkpoint's error is the disk's: a failed write or fsync of the database
@@ -155,9 +194,10 @@ fn is_io_error(e: &rusqlite::Error) -> bool {
 fn checkpointer_with(
     path: &Path,
     alive: std::sync::Weak<()>,
-    failed: std::sync::Arc<AtomicBool>,
+    shared: Shared,
     sync: fn(&Connection) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    let Shared { failed, writing } = shared;
     const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
     const CHECKPOINT_EVERY: Duration = Duration::from_secs(5);
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
@@ -172,6 +212,7 @@ fn checkpointer_with(
     let restart_frames = WAL_RESTART_BYTES / (page_size + 24);
     let wal = wal_path(path);
     std::thread::Builder::new().name("vk-sqlite-ckpt".into()).spawn(move || {
+        CKPT_WRITING.with(|w| *w.borrow_mut() = Some(writing));
         let mut last = std::time::Instant::now();
         // (busy, frames in the log): busy when the checkpoint could not finish.
         let checkpoint = |mode: &str| {
@@ -255,8 +296,9 @@ pub(super) fn run(
     mut rx: mpsc::Receiver<Job>,
     mut ctx: WriterCtx,
     alive: std::sync::Arc<()>,
-    failed: std::sync::Arc<AtomicBool>,
+    shared: Shared,
 ) -> anyhow::Result<()> {
+    let Shared { failed, writing } = shared;
     let (done_tx, done_rx) = std::sync::mpsc::channel::<Committed>();
     let flushers = std::sync::Arc::new(Flushers { rx: std::sync::Mutex::new(done_rx), failed: failed.clone() });
     let wal = wal_path(path);
@@ -279,7 +321,8 @@ pub(super) fn run(
             anyhow::bail!("the SQLite WAL or database file could not be flushed; intake stopped");
         }
         let (metas, replies) = drain_batch(first, &mut rx, super::SQLITE_MAX_BATCH);
-        let results = run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx, seen: &mut seen }));
+        let results =
+            run_sync(commit_jobs(&metas, &mut SqliteWriter { conn: &mut conn, ctx: &mut ctx, seen: &mut seen, writing: &writing }));
         // The submissions are dropped on a flushing thread too: freeing them is work the
         // writer need not do.
         if done_tx.send((results, replies, metas)).is_err() {
@@ -367,6 +410,8 @@ struct SqliteWriter<'a> {
     ctx: &'a mut WriterCtx,
     /// Other writers' asks for the lock seen so far (see `turns`).
     seen: &'a mut u64,
+    /// Set while this writer holds the write lock (see `Shared::writing`).
+    writing: &'a AtomicBool,
 }
 
 impl Attempt for SqliteWriter<'_> {
@@ -377,7 +422,13 @@ impl Attempt for SqliteWriter<'_> {
             // Another writer of this process waiting for the lock gets it first.
             crate::turns::let_others_in(self.seen);
             let r = match self.conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-                Ok(tx) => run_batch(Tx(tx), jobs, self.ctx).await,
+                Ok(tx) => {
+                    self.writing.store(true, Ordering::Release);
+                    // The transaction ends (committed, or rolled back when dropped) within.
+                    let r = run_batch(Tx(tx), jobs, self.ctx).await;
+                    self.writing.store(false, Ordering::Release);
+                    r
+                }
                 Err(e) => Err(BatchError::from(e)),
             };
             match r {
@@ -928,6 +979,80 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
     }
 
+    /// A writer whose transactions follow each other with no pause and each hold the lock
+    /// longer than the checkpointer's few milliseconds of tries, as the intake's during an
+    /// import, still lets the restart in: the checkpointer's tries while the writer holds the
+    /// lock (`Shared::writing`) do not count, it asks for a turn, and the writer holds back
+    /// before its next transaction (`turns::let_others_in`). Without both the log was never
+    /// started over and grew by every transaction.
+    #[test]
+    fn the_log_is_started_over_between_long_back_to_back_transactions() {
+        let scratch = Scratch::new("back-to-back");
+        let path = scratch.dir.join("w.db");
+        drop(Connection::open(&path).expect("create the file"));
+        let mut conn = open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE burst (id INTEGER PRIMARY KEY, b BLOB NOT NULL)").expect("create");
+        let size = 256 << 10;
+        // 64 rows of 256 KiB, each transaction rewriting all of them (a transaction's own
+        // frames are overwritten in place, so rewriting a few rows would add little log).
+        let rows = 64;
+        for id in 0..rows {
+            conn.execute("INSERT INTO burst (id, b) VALUES (?1, ?2)", rusqlite::params![id, vec![1u8; size]]).expect("insert");
+        }
+        let alive = std::sync::Arc::new(());
+        let shared = Shared::default();
+        checkpointer(&path, std::sync::Arc::downgrade(&alive), shared.clone()).expect("checkpointer");
+        // A reader coming and going keeps SQLite from starting the log over by itself.
+        let reader = {
+            let (path, stop) = (path.clone(), scratch.stop.clone());
+            std::thread::spawn(move || {
+                let conn = Connection::open(&path).expect("a reader");
+                while !stop.load(Ordering::Relaxed) {
+                    let n: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("read");
+                    assert_eq!(n, rows);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let wal = wal_path(&path);
+        let wal_size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
+        let written = 6 * WAL_RESTART_BYTES;
+        // 16 MiB a transaction, written into the log as it goes (a small page cache spills
+        // it), so that the passive copies never catch up with the log between two
+        // transactions.
+        conn.pragma_update(None, "cache_size", 64).expect("cache size");
+        let per_tx = rows;
+        let mut seen = crate::turns::asks();
+        let mut largest = 0;
+        for t in 0..written / (per_tx * size as i64) {
+            crate::turns::let_others_in(&mut seen);
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
+            shared.writing.store(true, Ordering::Release);
+            // Far longer than the checkpointer's 50 tries, as an import's batch of 4,096
+            // rows; the transaction's snapshot is older than its writes, so SQLite cannot
+            // start the log over by itself when they begin.
+            std::thread::sleep(Duration::from_millis(100));
+            for k in 0..per_tx {
+                let i = t * per_tx + k;
+                tx.execute("UPDATE burst SET b = ?1 WHERE id = ?2", rusqlite::params![vec![i as u8; size], k]).expect("update");
+            }
+            tx.commit().expect("commit");
+            shared.writing.store(false, Ordering::Release);
+            largest = largest.max(wal_size());
+        }
+        scratch.stop.store(true, Ordering::Relaxed);
+        reader.join().expect("the reader");
+        drop(alive);
+        // Started over within a transaction or two of passing the restart size, the file
+        // stays under 100 MB; never started over, it holds all 288 MB.
+        assert!(
+            largest < written / 2,
+            "the WAL file reached {largest} bytes while {written} were written: the log was not started over in time"
+        );
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     /// A reader that keeps a snapshot with frames of the log makes a restart wait for it:
     /// the checkpointer gives up after a few milliseconds and puts the restart off, so the
     /// writer is never held for long (with SQLite's usual busy handler each try held it
@@ -1004,7 +1129,8 @@ mod tests {
             SYNCS.fetch_add(1, Ordering::SeqCst);
             anyhow::bail!("fsync: Input/output error (injected)")
         }
-        checkpointer_with(&path, std::sync::Arc::downgrade(&alive), failed.clone(), failing_sync).expect("checkpointer");
+        checkpointer_with(&path, std::sync::Arc::downgrade(&alive), Shared { failed: failed.clone(), ..Default::default() }, failing_sync)
+            .expect("checkpointer");
         let wal = wal_path(&path);
         let wal_size = || std::fs::metadata(&wal).map(|m| m.len() as i64).unwrap_or(0);
         // Three times the restart size, in new rows: the log only ever grows.
