@@ -45,6 +45,29 @@ async fn readiness_fails_once_the_intake_can_acknowledge_nothing() {
     assert_eq!(r.status, 503, "{}", r.text());
 }
 
+/// Closing the store copies SQLite's log into the database file and empties it, so that
+/// the file alone holds every write: a copy of just the file has every lead. PostgreSQL
+/// keeps its own files.
+#[tokio::test]
+async fn closing_leaves_the_sqlite_file_whole() {
+    let app = spawn_app().await;
+    for i in 0..50 {
+        assert_eq!(app.lead(json!({"phone": format!("+7900123{i:04}")})).await.status, 201);
+    }
+    app.store.close().await;
+    if backend() != "sqlite" {
+        return;
+    }
+    let path = app.db.url.strip_prefix("sqlite://").expect("a SQLite URL").to_string();
+    let wal = std::fs::metadata(format!("{path}-wal")).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(wal, 0, "the log still holds {wal} bytes after close");
+    let copy = format!("{path}.copy");
+    std::fs::copy(&path, &copy).expect("copy the file alone");
+    let c = rusqlite::Connection::open(&copy).expect("open the copy");
+    let n: i64 = c.query_row("SELECT COUNT(*) FROM leads", [], |r| r.get(0)).expect("count");
+    assert_eq!(n, 50, "a copy of the database file alone lacks leads");
+}
+
 #[tokio::test]
 async fn metrics_count_requests_and_intake_outcomes() {
     let app = spawn_app().await;
