@@ -121,6 +121,10 @@ impl Db {
                     .pragma("temp_store", "memory")
                     // The WAL file is cut back when the log starts over after a burst.
                     .pragma("journal_size_limit", crate::intake::WAL_SIZE_LIMIT.to_string())
+                    // The intake's checkpointer copies the log back (every store runs it); a
+                    // commit here does not, and after a failed flush nothing but it decides
+                    // whether the log may be started over (see `intake::sqlite::checkpointer`).
+                    .pragma("wal_autocheckpoint", "0")
                     .statement_cache_capacity(200);
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)

@@ -220,27 +220,38 @@ impl Store {
         let conn = self.bookkeeping_conn.clone();
         let _ = tokio::task::spawn_blocking(move || drop(conn.lock().unwrap_or_else(|p| p.into_inner()).take())).await;
         self.db.close().await;
-        if let Some(path) = self.sqlite_path.clone() {
+        // After a failed flush the log must stay as it is (see `intake::sqlite::checkpointer`).
+        if let Some(path) = self.sqlite_path.clone().filter(|_| !self.intake.has_failed()) {
             // Everything the log holds is copied into the database file, flushed, and the
-            // log emptied: the file alone then holds every write, as a copy of it or a
-            // backup of the file expects. Without it the log kept the last writes (after a
-            // `bench seed`, 360 MB of it: the last of the search index), and a copy of the
-            // file alone lacked them.
+            // log emptied: the file alone then holds every write, as a copy of it expects.
+            // Without it the log kept the last writes (after a `bench seed`, 360 MB of it:
+            // the last of the search index), and a copy of the file alone lacked them. It
+            // never waits for a lock: tried again for up to a second while the intake's
+            // checkpointer copies, and given up when another process is using the database.
             let done = tokio::task::spawn_blocking(move || -> rusqlite::Result<bool> {
                 let c = rusqlite::Connection::open_with_flags(
                     &path,
                     rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
-                c.busy_timeout(std::time::Duration::from_secs(2))?;
+                c.busy_timeout(std::time::Duration::ZERO)?;
                 c.pragma_update(None, "synchronous", "FULL")?;
-                c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok(r.get::<_, i64>(0)? == 0))
+                for _ in 0..20 {
+                    match c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok(r.get::<_, i64>(0)? == 0)) {
+                        Ok(true) => return Ok(true),
+                        Ok(false) => {}
+                        Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy => {}
+                        Err(e) => return Err(e),
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(false)
             })
             .await;
             match done {
                 Ok(Ok(true)) => {}
-                // Another process still reads or writes the file: its log is copied back
-                // later, by that process or when the database is next opened.
-                Ok(Ok(false)) => tracing::info!("the SQLite log is still in use by another connection; it was not emptied at close"),
+                Ok(Ok(false)) => {
+                    tracing::warn!("the SQLite log is in use by another connection; it was not emptied at close (it is copied back later)")
+                }
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot empty the SQLite log at close"),
                 Err(e) => tracing::warn!(error = %e, "cannot empty the SQLite log at close"),
             }

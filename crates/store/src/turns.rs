@@ -124,13 +124,13 @@ pub(crate) fn let_others_in(seen: &mut u64) -> Duration {
     }
 }
 
-/// Tries counted so far (for the intake writer's first `seen`).
 /// Asks the intake writer to hold back before its next batch (see [`let_others_in`]): for
 /// a waiter with a busy handler of its own, the intake's checkpointer.
 pub(crate) fn ask() {
     ASKS.fetch_add(1, Ordering::Release);
 }
 
+/// Tries counted so far (for the intake writer's first `seen`).
 pub(crate) fn asks() -> u64 {
     ASKS.load(Ordering::Acquire)
 }

@@ -227,7 +227,12 @@ impl IntakeHandle {
     /// no flush has failed. `/readyz` answers 503 when not, so that a load balancer stops
     /// sending leads to a process that can only refuse them.
     pub fn is_running(&self) -> bool {
-        !self.tx.is_closed() && !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+        !self.tx.is_closed() && !self.has_failed()
+    }
+
+    /// Whether a flush failed (SQLite: of the log or the database file); see `failed`.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Whether submissions are committed in the order they were queued. When not, a caller

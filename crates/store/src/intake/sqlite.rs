@@ -97,22 +97,28 @@ fn wait_for_lock(tries: i32) -> bool {
 /// older snapshot for less). A restart that would wait longer is put off (see
 /// `checkpointer`). Each try asks the intake writer for a turn (see `turns`), and tries
 /// while the intake writer holds the write lock (`Shared::writing`) do not count, for up
-/// to about 2 s: during an import its batches follow each other with no gap, each holding
-/// the lock for longer than 50 tries, and the log was never started over (it grew to
-/// 4.3 GB over a 1 M-row import). Waiting for the lock holds nobody up; while the
+/// to 2–4 s with the kernel's timer slack, until the writer is first seen without it:
+/// during an import its batches follow each other with no gap, each holding the lock for
+/// longer than 50 tries, and the log was never started over (it grew to 4.3 GB over a
+/// 1 M-row import). The checkpointer holds no lock while it waits for the write lock,
+/// though its asks make the writer hold back up to 5 ms before its next batch; while the
 /// restart waits for readers it holds the write lock itself, and those tries count.
 fn wait_briefly(tries: i32) -> bool {
     const TRIES: i32 = 50;
     const WHILE_WRITING: i32 = 20_000;
     let writer_holds = CKPT_WRITING.with(|w| w.borrow().as_ref().is_some_and(|f| f.load(Ordering::Acquire)));
     let counted = CKPT_TRIES.with(|c| {
-        let (mut counted, mut spared) = if tries == 0 { (0, 0) } else { c.get() };
-        if writer_holds && spared < WHILE_WRITING {
+        let (mut counted, mut spared, mut seen_free) = if tries == 0 { (0, 0, false) } else { c.get() };
+        // Once the writer was seen without the lock, every later try of the statement
+        // counts: the flag may lag the lock (the writer cleared it after its commit), and
+        // the restart may hold the lock itself by then, waiting for readers.
+        seen_free |= !writer_holds;
+        if !seen_free && spared < WHILE_WRITING {
             spared += 1;
         } else {
             counted += 1;
         }
-        c.set((counted, spared));
+        c.set((counted, spared, seen_free));
         counted
     });
     if counted > TRIES {
@@ -126,8 +132,9 @@ fn wait_briefly(tries: i32) -> bool {
 thread_local! {
     /// The checkpointer thread's `Shared::writing`, for its busy handler.
     static CKPT_WRITING: std::cell::RefCell<Option<std::sync::Arc<AtomicBool>>> = const { std::cell::RefCell::new(None) };
-    /// The current statement's tries of the checkpointer's busy handler: (counted, spared).
-    static CKPT_TRIES: std::cell::Cell<(i32, i32)> = const { std::cell::Cell::new((0, 0)) };
+    /// The current statement's tries of the checkpointer's busy handler: (counted, spared,
+    /// the writer seen without the lock).
+    static CKPT_TRIES: std::cell::Cell<(i32, i32, bool)> = const { std::cell::Cell::new((0, 0, false)) };
 }
 
 /// Fsyncs the database file through the connection's own file handle (SQLite's
@@ -175,10 +182,14 @@ pub(super) fn checkpointer(path: &Path, alive: std::sync::Weak<()>, shared: Shar
     checkpointer_with(path, alive, shared, sync_database_file)
 }
 
-/// Whether a checkpoint's error is the disk's: a failed write or fsync of the database
-/// file (SQLite's `SQLITE_IOERR` family).
+/// Whether a checkpoint's error is the disk's: a failed write, fsync or truncation of the
+/// database file or the log (not SQLite's other I/O errors: memory, locks, shared memory).
 fn is_io_error(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::SystemIoFailure)
+    use rusqlite::ffi;
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(
+        f.extended_code,
+        ffi::SQLITE_IOERR_WRITE | ffi::SQLITE_IOERR_FSYNC | ffi::SQLITE_IOERR_DIR_FSYNC | ffi::SQLITE_IOERR_TRUNCATE
+    ))
 }
 
 /// `checkpointer` with the database file's flush given (a test makes it fail).
@@ -233,7 +244,7 @@ fn checkpointer_with(
             std::thread::sleep(Duration::from_millis(100));
             if failed.load(Ordering::SeqCst) {
                 // A flush of the log failed: the log must stay as it is.
-                return;
+                break;
             }
             let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
             if size < WAL_CHECKPOINT_BYTES && last.elapsed() < CHECKPOINT_EVERY {
@@ -243,7 +254,10 @@ fn checkpointer_with(
             // PASSIVE: copies what it can without blocking the writer or readers.
             let frames = match checkpoint("PASSIVE") {
                 Ok((_, frames)) => frames,
-                Err(e) if is_io_error(&e) => return give_up("a WAL checkpoint failed on the disk", &e),
+                Err(e) if is_io_error(&e) => {
+                    give_up("a WAL checkpoint failed on the disk", &e);
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "WAL checkpoint failed");
                     continue;
@@ -258,10 +272,12 @@ fn checkpointer_with(
             // and fsyncs the database file, and that fsync flushed every page the passive
             // copies had written since the last complete checkpoint (9 ms at 48 MB of log).
             // They are flushed here first, and what the writer added meanwhile copied, so
-            // that it waits only for the last frames (1–5 ms). A second round gained
+            // that it waits only for the last frames (1–5 ms under the HTTP intake; during
+            // an import, what the batch then holding the lock wrote). A second round gained
             // nothing more.
             if let Err(e) = sync(&conn) {
-                return give_up("cannot flush the SQLite database file", &format!("{e:#}"));
+                give_up("cannot flush the SQLite database file", &format!("{e:#}"));
+                break;
             }
             let restarting = last.elapsed();
             match checkpoint("PASSIVE").and_then(|_| checkpoint("RESTART")) {
@@ -272,6 +288,7 @@ fn checkpointer_with(
                     tracing::debug!(
                         frames,
                         prepare_micros = restarting.as_micros() as u64,
+                        // With the wait for the write lock (an import's batch) and readers.
                         restart_micros = (last.elapsed() - restarting).as_micros() as u64,
                         "WAL restarted"
                     );
@@ -281,11 +298,22 @@ fn checkpointer_with(
                     restart_after = std::time::Instant::now() + backoff;
                     metrics::counter!("sqlite_wal_restarts_put_off_total").increment(1);
                 }
-                Err(e) if is_io_error(&e) => return give_up("a WAL restart failed on the disk", &e),
+                Err(e) if is_io_error(&e) => {
+                    give_up("a WAL restart failed on the disk", &e);
+                    break;
+                }
                 Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
             }
         }
-        let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if failed.load(Ordering::SeqCst) {
+            // Kept open until the process ends: SQLite copies the log back and deletes it
+            // when the last connection to the database closes, and while this one is open
+            // no other connection of the process is the last. The log is copied back from
+            // its start when the database is next opened.
+            std::mem::forget(conn);
+        } else {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
     })?;
     Ok(())
 }
@@ -369,6 +397,24 @@ struct Flushers {
 /// it lost (nor the WAL frames after them, whose checksums chain to theirs). The writer
 /// stops at its next batch.
 fn flusher(wal: &Path, shared: &Flushers, _alive: std::sync::Arc<()>) {
+    // One descriptor for the thread's life: since Linux 4.16 a failed write-back is
+    // reported once to each descriptor open when it happened, and not to one opened after
+    // another descriptor (a pool connection's commit, say) was told of it.
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(wal);
+    let flush = || -> std::io::Result<()> {
+        let f = file.as_ref().map_err(|e| std::io::Error::new(e.kind(), format!("cannot open the write-ahead log: {e}")))?;
+        f.sync_data()?;
+        // A log removed while the database is open (by hand, or by another process that took
+        // itself for the last user) holds nothing a restart would find.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if f.metadata()?.nlink() == 0 {
+                return Err(std::io::Error::other("the write-ahead log was removed while the database was open"));
+            }
+        }
+        Ok(())
+    };
     loop {
         let batches = {
             let rx = shared.rx.lock().unwrap_or_else(|p| p.into_inner());
@@ -379,8 +425,7 @@ fn flusher(wal: &Path, shared: &Flushers, _alive: std::sync::Arc<()>) {
             }
             batches
         };
-        // Any descriptor of the file will do: fsync flushes the file, not the descriptor.
-        let mut synced = std::fs::OpenOptions::new().read(true).write(true).open(wal).and_then(|f| f.sync_data());
+        let mut synced = flush();
         match &synced {
             Err(e) => {
                 shared.failed.store(true, Ordering::SeqCst);
@@ -1122,6 +1167,11 @@ mod tests {
         let conn = open(&path).expect("open");
         conn.execute_batch("CREATE TABLE burst (id INTEGER PRIMARY KEY, b BLOB NOT NULL)").expect("create");
         let size = 256 << 10;
+        // A reader's snapshot keeps SQLite from starting the log over by itself (it would
+        // when a passive copy caught up with the writer between two inserts).
+        let reader = Connection::open(&path).expect("a reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("read");
         let alive = std::sync::Arc::new(());
         let failed = std::sync::Arc::new(AtomicBool::new(false));
         static SYNCS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -1161,6 +1211,7 @@ mod tests {
         flusher(&wal, &shared, std::sync::Arc::new(()));
         assert!(matches!(answered.blocking_recv().expect("an answer"), Err(IntakeError::Storage(_))));
         drop(alive);
+        reader.execute_batch("COMMIT").expect("the reader ends");
         // Every commit is still there.
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM burst", [], |r| r.get(0)).expect("count");
         assert_eq!(n, rows);
